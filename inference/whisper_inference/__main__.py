@@ -1,0 +1,35 @@
+"""`python -m whisper_inference`: validate the environment, then serve with uvicorn."""
+from __future__ import annotations
+
+import logging
+import sys
+
+
+def main() -> int:
+    from .config import ConfigError, load_settings
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"kubewhisper: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import uvicorn
+
+    from .api.app import create_app
+
+    server: uvicorn.Server | None = None
+
+    def stop() -> None:
+        if server is not None:
+            server.should_exit = True
+
+    app = create_app(settings, on_fatal=stop)
+    server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port,
+                                           log_level=settings.log_level.lower(), timeout_graceful_shutdown=30))
+    server.run()
+    return 1 if app.state.server.fatal else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

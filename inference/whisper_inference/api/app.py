@@ -1,0 +1,75 @@
+"""create_app(): the FastAPI application, its engine injected or built from settings."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from contextlib import asynccontextmanager
+from typing import Callable
+
+import numpy as np
+from fastapi import FastAPI
+
+from ..config import Settings
+from ..engine.prompts import decoder_prompt
+from ..engine.vllm_engine import WhisperEngine
+from ..gpu import GpuInfo, detect_gpu
+from ..transcriber import Transcriber
+from . import routes_audio, routes_meta
+from .errors import install_error_handlers
+from .state import ServerState
+
+log = logging.getLogger(__name__)
+
+
+async def warm_up(engine: WhisperEngine, settings: Settings) -> None:
+    """One short generation so the first user request does not pay for lazy initialisation."""
+    rate = settings.sampling_rate
+    t = np.arange(rate) / rate
+    tone = (0.1 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    language = "en" if engine.vocab.multilingual else None
+    await engine.generate(tone, decoder_prompt(engine.vocab, language=language, task="transcribe",
+                                               timestamps=False), 0.0, max_tokens=4)
+
+
+async def start_engine(state: ServerState) -> None:
+    began = time.monotonic()
+    try:
+        await state.engine.start()
+        await warm_up(state.engine, state.settings)
+    except Exception as exc:  # any start-up failure: report it through /health and the log, then exit
+        state.fatal = f"engine failed to start: {type(exc).__name__}: {exc}"
+        log.exception(state.fatal)
+        if stop := state.extra.get("on_fatal"):
+            stop()
+        return
+    state.startup_seconds = round(time.monotonic() - began, 1)
+    state.ready = True
+    log.info("ready in %.1f s (%s, %s)", state.startup_seconds, state.engine.profile.device,
+             state.engine.profile.dtype_reason)
+
+
+def create_app(settings: Settings, engine: WhisperEngine | None = None,
+               gpu_detector: Callable[[], GpuInfo | None] = detect_gpu,
+               on_fatal: Callable[[], None] | None = None) -> FastAPI:
+    engine = engine or WhisperEngine(settings, gpu_detector())
+    state = ServerState(settings=settings, engine=engine, transcriber=Transcriber(engine, settings),
+                        extra={"on_fatal": on_fatal})
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        starter = asyncio.create_task(start_engine(state))  # /health answers while the model loads
+        try:
+            yield
+        finally:
+            state.draining = True
+            starter.cancel()
+            engine.shutdown()
+
+    app = FastAPI(title="kubewhisper", version="0.1.0", lifespan=lifespan,
+                  description="OpenAI-compatible speech-to-text (Whisper on vLLM)")
+    app.state.server = state
+    install_error_handlers(app)
+    app.include_router(routes_audio.router)
+    app.include_router(routes_meta.router)
+    return app

@@ -1,0 +1,26 @@
+"""What the routes share: settings, the engine, and the server's lifecycle flags."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fastapi import Request
+
+from ..config import Settings
+from ..engine.vllm_engine import WhisperEngine
+from ..transcriber import Transcriber
+
+
+@dataclass
+class ServerState:
+    settings: Settings
+    engine: WhisperEngine
+    transcriber: Transcriber
+    ready: bool = False              # model loaded and a warm-up transcription done
+    draining: bool = False           # SIGTERM received: finish in-flight work, accept nothing new
+    fatal: str | None = None         # engine failed to start or died
+    startup_seconds: float | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def get_state(request: Request) -> ServerState:
+    return request.app.state.server

@@ -1,0 +1,100 @@
+"""The server's one settings object, read from the environment and validated at start-up."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DTYPE_ALIASES = {
+    "auto": "auto", "": "auto",
+    "half": "half", "float16": "half", "fp16": "half",
+    "bfloat16": "bfloat16", "bf16": "bfloat16",
+    "float32": "float32", "fp32": "float32", "float": "float32",
+}
+KV_CACHE_ALIASES = {"auto": "auto", "": "auto", "fp8": "fp8", "fp16": "fp16", "float16": "fp16",
+                    "bf16": "bf16", "bfloat16": "bf16", "fp32": "fp32", "float32": "fp32"}
+
+
+class ConfigError(ValueError):
+    """Start-up configuration is invalid; the message names the environment variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", populate_by_name=True)
+
+    model_id: str = Field(validation_alias="MODEL_ID",
+                          description="HF model id or local path of a Whisper model")
+    served_model_name: str | None = Field(None, validation_alias="SERVED_MODEL_NAME")
+    dtype: str = Field("auto", validation_alias=AliasChoices("DTYPE", "VLLM_DTYPE"))
+    kv_cache_dtype: str = Field("fp16", validation_alias="VLLM_KV_CACHE_DTYPE")
+    attention_backend: str | None = Field(None, validation_alias="VLLM_ATTENTION_BACKEND")
+    use_flashinfer: bool = Field(True, validation_alias="VLLM_USE_FLASHINFER")
+    sampling_rate: int = Field(16000, ge=8000, le=48000, validation_alias="WHISPER_SAMPLING_RATE")
+    segment_duration_sec: float = Field(30.0, gt=0, le=30, validation_alias="WHISPER_SEGMENT_DURATION_SEC")
+    max_audio_seconds: float = Field(0.0, ge=0, validation_alias="MAX_AUDIO_SECONDS")
+    language_force: str | None = Field(None, validation_alias="LANGUAGE_FORCE")
+    timestamps: Literal["auto", "none", "segments"] = Field("auto", validation_alias="TIMESTAMPS")
+    host: str = Field("0.0.0.0", validation_alias="HOST")
+    port: int = Field(8080, ge=1, le=65535, validation_alias="PORT")
+    max_model_len: int = Field(448, ge=64, le=448, validation_alias="MAX_MODEL_LEN")
+    max_num_seqs: int = Field(16, ge=1, validation_alias="MAX_NUM_SEQS")
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, validation_alias="GPU_MEMORY_UTILIZATION")
+    log_level: str = Field("info", validation_alias="LOG_LEVEL")
+
+    @field_validator("dtype", mode="before")
+    @classmethod
+    def _dtype(cls, v: object) -> str:
+        key = str(v).strip().lower()
+        if key not in DTYPE_ALIASES:
+            raise ValueError(f"{v!r} is not one of auto, half/float16/fp16, bfloat16/bf16, float32")
+        return DTYPE_ALIASES[key]
+
+    @field_validator("kv_cache_dtype", mode="before")
+    @classmethod
+    def _kv(cls, v: object) -> str:
+        key = str(v).strip().lower()
+        if key not in KV_CACHE_ALIASES:
+            raise ValueError(f"{v!r} is not one of auto, fp8, fp16, bf16, fp32")
+        return KV_CACHE_ALIASES[key]
+
+    @field_validator("language_force", "attention_backend", "served_model_name", mode="before")
+    @classmethod
+    def _blank_is_none(cls, v: object) -> object:
+        return None if isinstance(v, str) and not v.strip() else v
+
+    @field_validator("language_force")
+    @classmethod
+    def _language(cls, v: str | None) -> str | None:
+        from .languages import normalize_language
+        return None if v is None else normalize_language(v)
+
+    @field_validator("attention_backend")
+    @classmethod
+    def _backend(cls, v: str | None) -> str | None:
+        return None if v is None else v.strip().upper()
+
+    @property
+    def model_name(self) -> str:
+        """The name clients pass as `model` (besides the aliases whisper and whisper-1)."""
+        return self.served_model_name or self.model_id.rstrip("/").split("/")[-1]
+
+
+def _env_name(field: str) -> str:
+    alias = Settings.model_fields[field].validation_alias
+    if isinstance(alias, AliasChoices):
+        return "/".join(str(a) for a in alias.choices)
+    return str(alias or field).upper()
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read Settings from the environment; raise ConfigError naming the offending variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = str(err["loc"][0]) if err["loc"] else "?"
+            name = _env_name(loc) if loc in Settings.model_fields else loc
+            problems.append(f"{name}: {err['msg']}")
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None

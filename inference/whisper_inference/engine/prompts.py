@@ -1,0 +1,32 @@
+"""Decoder prompts for Whisper, as token ids: previous text, language, task, timestamps."""
+from __future__ import annotations
+
+from .vocab import WhisperVocab
+
+# Whisper keeps at most half its 448-token context for the previous-text prompt (openai/whisper).
+MAX_PREVIOUS_TOKENS = 223
+
+
+def decoder_prompt(vocab: WhisperVocab, *, language: str | None, task: str, timestamps: bool,
+                   previous: list[int] | None = None) -> list[int]:
+    """<|startofprev|> prev... <|startoftranscript|> [<|lang|> <|task|>] [<|notimestamps|>].
+
+    English-only models take no language or task token: with them they drop punctuation.
+    """
+    ids: list[int] = []
+    if previous and vocab.startofprev is not None:
+        ids += [vocab.startofprev, *previous[-MAX_PREVIOUS_TOKENS:]]
+    ids.append(vocab.sot)
+    if vocab.multilingual:
+        if language is None:
+            raise ValueError("multilingual models need a language token (detect it first)")
+        ids.append(vocab.languages[language])
+        ids.append(vocab.translate if task == "translate" else vocab.transcribe)
+    if not timestamps:
+        ids.append(vocab.notimestamps)
+    return ids
+
+
+def language_detection_prompt(vocab: WhisperVocab) -> list[int]:
+    """<|startoftranscript|> alone: the next token Whisper predicts is the spoken language."""
+    return [vocab.sot]

@@ -1,0 +1,62 @@
+"""Whisper output tokens -> timed segments, offset by each chunk's real start."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .vocab import TIMESTAMP_STEP, WhisperVocab
+
+
+@dataclass
+class RawSegment:
+    start: float
+    end: float
+    tokens: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+
+
+def split_segments(vocab: WhisperVocab, tokens: list[int], logprobs: list[float] | None,
+                   chunk_start: float, chunk_duration: float, timestamps: bool) -> list[RawSegment]:
+    """Cut generated tokens into segments at Whisper's timestamp tokens.
+
+    Whisper writes `<|t0|> text <|t1|>` per segment, often repeating the boundary
+    (`<|t1|><|t1|>`). Text with no opening timestamp starts where the previous segment ended;
+    text with no closing timestamp ends at the end of the chunk. Without timestamps the chunk is
+    one segment. Times are clamped to the chunk and then offset by its start in the upload.
+    """
+    lps = logprobs if logprobs is not None and len(logprobs) == len(tokens) else [0.0] * len(tokens)
+    if not timestamps:
+        seg = RawSegment(0.0, chunk_duration)
+        for t, lp in zip(tokens, lps):
+            if vocab.is_text(t):
+                seg.tokens.append(t)
+                seg.logprobs.append(lp)
+        raw = [seg] if seg.tokens else []
+    else:
+        raw = []
+        current: RawSegment | None = None
+        last_end = 0.0
+        for t, lp in zip(tokens, lps):
+            if vocab.is_timestamp(t):
+                time = (t - vocab.timestamp_begin) * TIMESTAMP_STEP
+                if current is not None and current.tokens:
+                    current.end = time
+                    raw.append(current)
+                    last_end, current = time, None
+                else:  # an opening timestamp (a repeated boundary replaces the previous opening)
+                    current = RawSegment(time, time)
+            elif vocab.is_text(t):
+                if current is None:
+                    current = RawSegment(last_end, last_end)
+                current.tokens.append(t)
+                current.logprobs.append(lp)
+        if current is not None and current.tokens:
+            current.end = chunk_duration
+            raw.append(current)
+    out = []
+    floor = 0.0
+    for seg in raw:
+        start = min(max(seg.start, floor), chunk_duration)
+        end = min(max(seg.end, start), chunk_duration)
+        floor = end
+        out.append(RawSegment(round(chunk_start + start, 3), round(chunk_start + end, 3), seg.tokens, seg.logprobs))
+    return out

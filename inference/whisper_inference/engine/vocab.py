@@ -1,0 +1,52 @@
+"""Whisper's special token ids, read from the model's tokenizer."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+TIMESTAMP_STEP = 0.02  # seconds per timestamp token
+
+
+@dataclass(frozen=True)
+class WhisperVocab:
+    sot: int
+    eot: int
+    transcribe: int | None
+    translate: int | None
+    startofprev: int | None
+    notimestamps: int
+    nospeech: int | None
+    languages: dict[str, int]  # 'en' -> id of <|en|>; empty for English-only models
+
+    @property
+    def multilingual(self) -> bool:
+        return bool(self.languages)
+
+    @property
+    def timestamp_begin(self) -> int:
+        return self.notimestamps + 1
+
+    @cached_property
+    def language_by_id(self) -> dict[int, str]:
+        return {i: code for code, i in self.languages.items()}
+
+    def is_timestamp(self, token: int) -> bool:
+        return token >= self.timestamp_begin
+
+    def is_text(self, token: int) -> bool:
+        return token < self.eot
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer, language_codes: list[str]) -> "WhisperVocab":
+        def tid(token: str) -> int | None:
+            i = tokenizer.convert_tokens_to_ids(token)
+            return None if i is None or i == tokenizer.unk_token_id and token != tokenizer.unk_token else i
+
+        # English-only vocabularies (51864 tokens) still hold language tokens; they must not be used.
+        multilingual = len(tokenizer) >= 51865
+        languages = {c: i for c in language_codes if (i := tid(f"<|{c}|>")) is not None} if multilingual else {}
+        nospeech = tid("<|nospeech|>") or tid("<|nocaptions|>")
+        return cls(sot=tid("<|startoftranscript|>"), eot=tid("<|endoftext|>"),
+                   transcribe=tid("<|transcribe|>"), translate=tid("<|translate|>"),
+                   startofprev=tid("<|startofprev|>"), notimestamps=tid("<|notimestamps|>"),
+                   nospeech=nospeech, languages=languages)

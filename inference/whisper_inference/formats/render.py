@@ -1,0 +1,53 @@
+"""Transcript -> the body of each OpenAI `response_format` (pure functions)."""
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from ..languages import language_name
+from ..transcriber import Transcript
+
+RESPONSE_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
+MEDIA_TYPES = {"json": "application/json", "verbose_json": "application/json",
+               "text": "text/plain; charset=utf-8", "srt": "application/x-subrip; charset=utf-8",
+               "vtt": "text/vtt; charset=utf-8"}
+
+
+def _clock(seconds: float, sep: str) -> str:
+    ms = int(round(max(seconds, 0.0) * 1000))
+    h, rem = divmod(ms, 3_600_000)
+    m, rem = divmod(rem, 60_000)
+    s, ms = divmod(rem, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
+
+
+def usage(t: Transcript) -> dict:
+    return {"type": "duration", "seconds": int(round(t.duration + 0.4999))}  # OpenAI bills whole seconds, rounded up
+
+
+def to_json(t: Transcript) -> dict:
+    return {"text": t.text, "usage": usage(t)}
+
+
+def to_verbose_json(t: Transcript) -> dict:
+    return {"task": t.task, "language": language_name(t.language), "duration": t.duration,
+            "text": t.text, "segments": [asdict(s) for s in t.segments], "usage": usage(t)}
+
+
+def to_text(t: Transcript) -> str:
+    return t.text + "\n"
+
+
+def to_srt(t: Transcript) -> str:
+    blocks = [f"{i}\n{_clock(s.start, ',')} --> {_clock(s.end, ',')}\n{s.text.strip()}\n"
+              for i, s in enumerate(t.segments, start=1)]
+    return "\n".join(blocks)
+
+
+def to_vtt(t: Transcript) -> str:
+    blocks = [f"{_clock(s.start, '.')} --> {_clock(s.end, '.')}\n{s.text.strip()}\n" for s in t.segments]
+    return "WEBVTT\n\n" + "\n".join(blocks)
+
+
+def render(t: Transcript, response_format: str) -> dict | str:
+    return {"json": to_json, "verbose_json": to_verbose_json, "text": to_text,
+            "srt": to_srt, "vtt": to_vtt}[response_format](t)

