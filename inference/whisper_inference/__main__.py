@@ -18,6 +18,13 @@ def main() -> int:
 
     from .api.app import create_app
 
+    class DrainingServer(uvicorn.Server):
+        """On SIGTERM/SIGINT: /ready turns 503 and new requests get 503 while in-flight ones finish."""
+
+        def handle_exit(self, sig, frame) -> None:
+            app.state.server.draining = True
+            super().handle_exit(sig, frame)
+
     server: uvicorn.Server | None = None
 
     def stop() -> None:
@@ -25,8 +32,9 @@ def main() -> int:
             server.should_exit = True
 
     app = create_app(settings, on_fatal=stop)
-    server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port,
-                                           log_level=settings.log_level.lower(), timeout_graceful_shutdown=30))
+    server = DrainingServer(uvicorn.Config(app, host=settings.host, port=settings.port,
+                                           log_level=settings.log_level.lower(),
+                                           timeout_graceful_shutdown=settings.grace_period_seconds))
     server.run()
     return 1 if app.state.server.fatal else 0
 

@@ -1,6 +1,7 @@
 """The server's one settings object, read from the environment and validated at start-up."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator
@@ -41,6 +42,12 @@ class Settings(BaseSettings):
     max_num_seqs: int = Field(16, ge=1, validation_alias="MAX_NUM_SEQS")
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, validation_alias="GPU_MEMORY_UTILIZATION")
     log_level: str = Field("info", validation_alias="LOG_LEVEL")
+    api_key: str | None = Field(None, validation_alias="API_KEY")
+    api_key_file: str | None = Field(None, validation_alias="API_KEY_FILE")
+    max_upload_mb: float = Field(25.0, gt=0, validation_alias="MAX_UPLOAD_MB")
+    max_concurrent_requests: int = Field(8, ge=1, validation_alias="MAX_CONCURRENT_REQUESTS")
+    max_queue: int = Field(32, ge=0, validation_alias="MAX_QUEUE")
+    grace_period_seconds: float = Field(30.0, ge=0, validation_alias="GRACE_PERIOD_SECONDS")
 
     @field_validator("dtype", mode="before")
     @classmethod
@@ -73,6 +80,21 @@ class Settings(BaseSettings):
     @classmethod
     def _backend(cls, v: str | None) -> str | None:
         return None if v is None else v.strip().upper()
+
+    @field_validator("api_key_file")
+    @classmethod
+    def _key_file(cls, v: str | None) -> str | None:
+        if v and not Path(v).is_file():
+            raise ValueError(f"{v} is not a readable file")
+        return v or None
+
+    @property
+    def api_keys(self) -> list[str]:
+        """API_KEY (comma-separated) plus one key per line of API_KEY_FILE; empty: no auth."""
+        keys = (self.api_key or "").split(",")
+        if self.api_key_file:
+            keys += Path(self.api_key_file).read_text().splitlines()
+        return [k.strip() for k in keys if k.strip()]
 
     @property
     def model_name(self) -> str:

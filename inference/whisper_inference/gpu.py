@@ -54,16 +54,13 @@ def choose_dtype(requested: str, gpu: GpuInfo | None) -> tuple[str, str]:
     return "half", f"{gpu.product} has compute capability {gpu.major}.{gpu.minor} < 8.0 (no bf16): half"
 
 
-def choose_kv_cache_dtype(requested: str, dtype: str, gpu: GpuInfo | None) -> str:
+def choose_kv_cache_dtype(requested: str, gpu: GpuInfo | None) -> str:
     """Map VLLM_KV_CACHE_DTYPE (auto|fp8|fp16|bf16|fp32) onto vLLM 0.32's cache_dtype.
 
-    vLLM's 'auto' stores the cache in the model dtype; 16/32-bit requests are honoured by that when
-    they match the model dtype. fp8 needs hardware support (CC >= 8.9); elsewhere it falls back to auto.
+    16- and 32-bit requests mean "not fp8": vLLM's 'auto' keeps the cache in the model's dtype, the
+    only combination every attention backend supports. fp8 needs hardware support (CC >= 8.9);
+    elsewhere it falls back to auto.
     """
-    if requested == "fp8":
-        return "fp8" if gpu is not None and gpu.compute_capability >= 8.9 else "auto"
-    if requested == "fp16" and dtype == "bfloat16":
-        return "float16"
-    if requested == "bf16" and dtype == "half":
-        return "bfloat16"
+    if requested == "fp8" and gpu is not None and gpu.compute_capability >= 8.9:
+        return "fp8"
     return "auto"

@@ -4,13 +4,21 @@ from __future__ import annotations
 import asyncio
 import zlib
 from dataclasses import dataclass, field
+from typing import AsyncIterator
+
+import numpy as np
 
 from .audio.chunk import Chunk, split_audio
 from .audio.decode import decode_audio
 from .config import Settings
 from .engine.prompts import decoder_prompt
-from .engine.segments import split_segments
+from .engine.segments import RawSegment, split_segments
 from .engine.vllm_engine import Generation, WhisperEngine
+
+# openai/whisper's defaults: a window whose first step says "no speech" this confidently and whose
+# text is this unlikely is silence, and its text a hallucination.
+NO_SPEECH_THRESHOLD = 0.6
+LOGPROB_THRESHOLD = -1.0
 
 
 class RequestError(ValueError):
@@ -54,6 +62,16 @@ class TranscriptionJob:
     timestamps: bool = False          # ask Whisper for timestamp tokens
 
 
+@dataclass
+class Plan:
+    """A decoded upload, ready for the engine."""
+    samples: np.ndarray
+    duration: float
+    chunks: list[Chunk]
+    language: str
+    decoder_ids: list[int]
+
+
 def compression_ratio(text: str) -> float:
     data = text.encode("utf-8")
     return round(len(data) / len(zlib.compress(data)), 4) if data else 0.0
@@ -68,11 +86,17 @@ def wants_timestamps(setting: str, response_format: str) -> bool:
     return response_format in ("verbose_json", "srt", "vtt")
 
 
+def is_silence(no_speech_prob: float | None, raw: list[RawSegment]) -> bool:
+    lps = [lp for seg in raw for lp in seg.logprobs]
+    avg = sum(lps) / len(lps) if lps else 0.0
+    return no_speech_prob is not None and no_speech_prob > NO_SPEECH_THRESHOLD and avg < LOGPROB_THRESHOLD
+
+
 class Transcriber:
     def __init__(self, engine: WhisperEngine, settings: Settings):
         self.engine, self.settings = engine, settings
 
-    def decode(self, audio: bytes):
+    def decode(self, audio: bytes) -> tuple[np.ndarray, float]:
         samples = decode_audio(audio, self.settings.sampling_rate)
         duration = len(samples) / self.settings.sampling_rate
         limit = self.settings.max_audio_seconds
@@ -81,7 +105,7 @@ class Transcriber:
                                f"(MAX_AUDIO_SECONDS)", param="file", code="audio_too_long")
         return samples, duration
 
-    async def language_for(self, job: TranscriptionJob, first: Chunk) -> tuple[str, float | None]:
+    async def language_for(self, job: TranscriptionJob, first: Chunk) -> str:
         vocab = self.engine.vocab
         forced = self.settings.language_force or job.language
         if not vocab.multilingual:
@@ -89,38 +113,71 @@ class Transcriber:
                 raise RequestError(f"model {self.settings.model_name} is English-only; language "
                                    f"{forced!r} is not supported", param="language",
                                    code="unsupported_language")
-            return "en", None
+            return "en"
         if forced is not None:
-            return forced, None
-        language, _, no_speech = await self.engine.detect_language(first.samples)
-        return language, no_speech
+            return forced
+        return (await self.engine.detect_language(first.samples))[0]
 
-    async def run(self, job: TranscriptionJob, samples=None, duration: float | None = None) -> Transcript:
-        if samples is None:
-            samples, duration = self.decode(job.audio)
-        rate = self.settings.sampling_rate
-        chunks = split_audio(samples, rate, self.settings.segment_duration_sec)
-        language, first_no_speech = await self.language_for(job, chunks[0])
+    async def plan(self, job: TranscriptionJob) -> Plan:
+        samples, duration = self.decode(job.audio)
+        chunks = split_audio(samples, self.settings.sampling_rate, self.settings.segment_duration_sec)
+        language = await self.language_for(job, chunks[0])
         previous = self.engine.encode_text(job.prompt) if job.prompt else None
         ids = decoder_prompt(self.engine.vocab, language=language, task=job.task,
                              timestamps=job.timestamps, previous=previous)
+        return Plan(samples, duration, chunks, language, ids)
+
+    async def run(self, job: TranscriptionJob, plan: Plan | None = None) -> Transcript:
+        plan = plan or await self.plan(job)
         # Every chunk runs at once: vLLM batches them; cancelling this task aborts all of them.
         gens: list[Generation] = await asyncio.gather(
-            *(self.engine.generate(c.samples, ids, job.temperature) for c in chunks))
+            *(self.engine.generate(c.samples, plan.decoder_ids, job.temperature) for c in plan.chunks))
+        rate = self.settings.sampling_rate
         segments: list[Segment] = []
-        for chunk, gen in zip(chunks, gens):
-            no_speech = gen.no_speech_prob
-            if no_speech is None and chunk.index == 0:
-                no_speech = first_no_speech
-            for raw in split_segments(self.engine.vocab, gen.tokens, gen.logprobs, chunk.start,
-                                      chunk.duration(rate), job.timestamps):
-                text = self.engine.decode(raw.tokens)
+        for chunk, gen in zip(plan.chunks, gens):
+            raw = split_segments(self.engine.vocab, gen.tokens, gen.logprobs, chunk.start,
+                                 chunk.duration(rate), job.timestamps)
+            if is_silence(gen.no_speech_prob, raw):
+                continue
+            for r in raw:
+                text = self.engine.decode(r.tokens)
                 segments.append(Segment(
-                    id=len(segments), seek=int(round(chunk.start * 100)), start=raw.start, end=raw.end,
-                    text=text, tokens=raw.tokens, temperature=job.temperature,
-                    avg_logprob=round(sum(raw.logprobs) / len(raw.logprobs), 6) if raw.logprobs else 0.0,
+                    id=len(segments), seek=int(round(chunk.start * 100)), start=r.start, end=r.end,
+                    text=text, tokens=r.tokens, temperature=job.temperature,
+                    avg_logprob=round(sum(r.logprobs) / len(r.logprobs), 6) if r.logprobs else 0.0,
                     compression_ratio=compression_ratio(text),
-                    no_speech_prob=round(no_speech, 6) if no_speech is not None else 0.0))
+                    no_speech_prob=round(gen.no_speech_prob or 0.0, 6)))
         text = "".join(s.text for s in segments).strip()
-        return Transcript(task=job.task, language=language, duration=round(duration, 3), text=text,
-                          segments=segments)
+        return Transcript(task=job.task, language=plan.language, duration=round(plan.duration, 3),
+                          text=text, segments=segments)
+
+    async def stream(self, job: TranscriptionJob, plan: Plan) -> AsyncIterator[str]:
+        """Text deltas in order: chunk 0 token by token while later chunks already run."""
+        queues = [asyncio.Queue() for _ in plan.chunks]
+
+        async def produce(chunk: Chunk, queue: asyncio.Queue) -> None:
+            try:
+                async for tokens in self.engine.generate_tokens(chunk.samples, plan.decoder_ids, job.temperature):
+                    queue.put_nowait(tokens)
+            finally:
+                queue.put_nowait(None)
+
+        tasks = [asyncio.create_task(produce(c, q)) for c, q in zip(plan.chunks, queues)]
+        try:
+            emitted = ""
+            for i, queue in enumerate(queues):
+                prefix, tokens = emitted, []
+                while (item := await queue.get()) is not None:
+                    tokens = item
+                    text = self.engine.decode(tokens)
+                    if text.endswith("\ufffd"):
+                        continue  # a multi-byte character is not complete yet
+                    full = (prefix + text) if prefix else text.lstrip()
+                    if len(full) > len(emitted) and full.startswith(emitted):
+                        yield full[len(emitted):]
+                        emitted = full
+                await tasks[i]  # re-raise an engine error from this chunk
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)

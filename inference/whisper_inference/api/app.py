@@ -17,6 +17,8 @@ from ..gpu import GpuInfo, detect_gpu
 from ..transcriber import Transcriber
 from . import routes_audio, routes_meta
 from .errors import install_error_handlers
+from .limits import AdmissionControl, UploadLimitMiddleware
+from .observe import Metrics, ObserveMiddleware
 from .state import ServerState
 
 log = logging.getLogger(__name__)
@@ -53,8 +55,10 @@ def create_app(settings: Settings, engine: WhisperEngine | None = None,
                gpu_detector: Callable[[], GpuInfo | None] = detect_gpu,
                on_fatal: Callable[[], None] | None = None) -> FastAPI:
     engine = engine or WhisperEngine(settings, gpu_detector())
+    metrics = Metrics()
     state = ServerState(settings=settings, engine=engine, transcriber=Transcriber(engine, settings),
-                        extra={"on_fatal": on_fatal})
+                        admission=AdmissionControl(settings.max_concurrent_requests, settings.max_queue),
+                        metrics=metrics, extra={"on_fatal": on_fatal})
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -72,4 +76,7 @@ def create_app(settings: Settings, engine: WhisperEngine | None = None,
     install_error_handlers(app)
     app.include_router(routes_audio.router)
     app.include_router(routes_meta.router)
+    app.include_router(routes_meta.probes)
+    app.add_middleware(UploadLimitMiddleware, max_bytes=int(settings.max_upload_mb * 2**20))
+    app.add_middleware(ObserveMiddleware, metrics=metrics)  # outermost: sees every status, 413s too
     return app

@@ -11,10 +11,13 @@ TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "invali
          422: "invalid_request_error", 429: "rate_limit_error", 503: "server_error", 500: "server_error"}
 
 
-class APIError(Exception):
+class APIError(StarletteHTTPException):
+    """Every deliberate error. An HTTPException so that FastAPI passes it through body parsing
+    (the upload limit trips inside the form parser) instead of turning it into a generic 400."""
+
     def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
                  headers: dict | None = None):
-        super().__init__(message)
+        super().__init__(status, message, headers)
         self.status, self.message, self.param, self.code, self.headers = status, message, param, code, headers
 
 

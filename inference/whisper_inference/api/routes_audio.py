@@ -1,20 +1,23 @@
 """POST /v1/audio/transcriptions and /v1/audio/translations: thin; the work is in Transcriber."""
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
 from ..audio.decode import AudioDecodeError
+from ..engine.vllm_engine import EngineError
 from ..formats.render import MEDIA_TYPES, RESPONSE_FORMATS, render
 from ..languages import UnknownLanguage, normalize_language
 from ..transcriber import RequestError, TranscriptionJob, wants_timestamps
+from .auth import require_api_key
 from .cancel import ClientDisconnected, unless_disconnected
 from .errors import APIError
 from .state import ServerState, get_state
 
-router = APIRouter(tags=["audio"])
+router = APIRouter(tags=["audio"], dependencies=[Depends(require_api_key)])
 MODEL_ALIASES = ("whisper", "whisper-1")
 
 
@@ -27,10 +30,22 @@ def check_model(state: ServerState, model: str | None) -> None:
                        "model", "model_not_found")
 
 
-def check_format(response_format: str) -> None:
+def check_options(response_format: str, temperature: float, granularities: list[str] | None) -> None:
     if response_format not in RESPONSE_FORMATS:
         raise APIError(400, f"response_format must be one of {', '.join(RESPONSE_FORMATS)}; "
                             f"got {response_format!r}", "response_format", "invalid_value")
+    if not 0.0 <= temperature <= 1.0:
+        raise APIError(400, "temperature must be between 0 and 1", "temperature", "invalid_value")
+    for g in granularities or []:
+        if g == "word":
+            raise APIError(400, "timestamp_granularities[]=word is not supported by this server; "
+                                "use segment", "timestamp_granularities", "unsupported_value")
+        if g != "segment":
+            raise APIError(400, f"timestamp_granularities[] must be segment (or word); got {g!r}",
+                           "timestamp_granularities", "invalid_value")
+    if granularities and response_format != "verbose_json":
+        raise APIError(400, "response_format must be set to verbose_json to use timestamp granularities",
+                       "timestamp_granularities", "invalid_value")
 
 
 def check_ready(state: ServerState) -> None:
@@ -40,31 +55,45 @@ def check_ready(state: ServerState) -> None:
         raise APIError(503, "model is still loading", None, "not_ready", {"Retry-After": "5"})
 
 
+def sse(event: dict) -> bytes:
+    return f"data: {json.dumps(event, ensure_ascii=False)}\n\n".encode()
+
+
 async def handle(request: Request, state: ServerState, *, task: str, file: UploadFile | None,
                  model: str | None, language: str | None, prompt: str | None, response_format: str,
-                 temperature: float) -> Response:
+                 temperature: float, granularities: list[str] | None = None, stream: bool = False) -> Response:
     check_model(state, model)
-    check_format(response_format)
+    check_options(response_format, temperature, granularities)
     if file is None:
         raise APIError(400, "you must provide a file parameter (multipart/form-data upload)", "file",
                        "missing_required_parameter")
-    if not 0.0 <= temperature <= 1.0:
-        raise APIError(400, "temperature must be between 0 and 1", "temperature", "invalid_value")
     if language:
         try:
             language = normalize_language(language)
         except UnknownLanguage as exc:
             raise APIError(400, str(exc), "language", "unsupported_language") from None
     check_ready(state)
+    if task == "translate" and not state.engine.vocab.multilingual:
+        raise APIError(400, f"model {state.settings.model_name} is English-only and cannot translate",
+                       "model", "unsupported_task")
     job = TranscriptionJob(audio=await file.read(), task=task, language=language or None,
                            prompt=prompt or None, temperature=temperature,
                            timestamps=wants_timestamps(state.settings.timestamps, response_format))
+    transcriber = state.transcriber
     try:
-        transcript = await unless_disconnected(request, state.transcriber.run(job))
+        async with state.admission.admit():
+            plan = await unless_disconnected(request, transcriber.plan(job))
+            request.state.audio_seconds = plan.duration
+            if stream:
+                return streaming_response(state, transcriber.stream(job, plan))
+            transcript = await unless_disconnected(request, transcriber.run(job, plan))
     except AudioDecodeError as exc:
         raise APIError(400, str(exc), "file", "invalid_audio") from None
     except RequestError as exc:
         raise APIError(400, str(exc), exc.param, exc.code) from None
+    except EngineError as exc:
+        state.metrics.engine_errors.inc()
+        raise APIError(500, str(exc), None, "engine_error") from None
     except ClientDisconnected:
         return Response(status_code=499)  # nobody is listening; the engine work was aborted
     body = render(transcript, response_format)
@@ -73,30 +102,55 @@ async def handle(request: Request, state: ServerState, *, task: str, file: Uploa
     return PlainTextResponse(body, media_type=MEDIA_TYPES[response_format])
 
 
+def streaming_response(state: ServerState, deltas) -> StreamingResponse:
+    """transcript.text.delta events, then transcript.text.done; the stream then ends.
+
+    The engine work happens while the body streams, outside the admission slot's `async with`,
+    so the slot is held again here for the stream's lifetime.
+    """
+    async def events():
+        text = ""
+        async with state.admission.admit():
+            try:
+                async for delta in deltas:
+                    text += delta
+                    yield sse({"type": "transcript.text.delta", "delta": delta})
+            except EngineError as exc:
+                state.metrics.engine_errors.inc()
+                yield sse({"type": "error", "error": {"message": str(exc), "type": "server_error",
+                                                      "param": None, "code": "engine_error"}})
+                return
+        yield sse({"type": "transcript.text.done", "text": text})
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
 FileParam = Annotated[UploadFile | None, File(description="The audio file: flac, mp3, mp4, mpeg, mpga, m4a, ogg, wav or webm")]
 ModelParam = Annotated[str | None, Form(description="The served model name, or the alias whisper / whisper-1")]
-PromptParam = Annotated[str | None, Form(description="Text to guide style or continue a previous segment")]
+PromptParam = Annotated[str | None, Form(description="Text to guide style or continue a previous segment (Whisper's previous-text context)")]
 FormatParam = Annotated[str, Form(description="json, text, srt, verbose_json or vtt")]
 TemperatureParam = Annotated[float, Form(description="0 for greedy decoding; up to 1 samples")]
+StreamParam = Annotated[bool, Form(description="true: Server-Sent Events transcript.text.delta / transcript.text.done")]
 
 
 @router.post("/v1/audio/transcriptions", summary="Transcribe audio into the input language")
-async def transcriptions(request: Request, state: Annotated[ServerState, Depends(get_state)],
-                         file: FileParam = None, model: ModelParam = None,
-                         language: Annotated[str | None, Form(description="ISO 639-1 code of the input; omitted: detected")] = None,
-                         prompt: PromptParam = None, response_format: FormatParam = "json",
-                         temperature: TemperatureParam = 0.0) -> Response:
+async def transcriptions(
+        request: Request, state: Annotated[ServerState, Depends(get_state)],
+        file: FileParam = None, model: ModelParam = None,
+        language: Annotated[str | None, Form(description="ISO 639-1 code of the input; omitted: detected")] = None,
+        prompt: PromptParam = None, response_format: FormatParam = "json",
+        temperature: TemperatureParam = 0.0,
+        timestamp_granularities: Annotated[list[str] | None, Form(
+            alias="timestamp_granularities[]", description="segment (word is refused with 400)")] = None,
+        stream: StreamParam = False) -> Response:
     return await handle(request, state, task="transcribe", file=file, model=model, language=language,
-                        prompt=prompt, response_format=response_format, temperature=temperature)
+                        prompt=prompt, response_format=response_format, temperature=temperature,
+                        granularities=timestamp_granularities, stream=stream)
 
 
 @router.post("/v1/audio/translations", summary="Translate audio into English")
 async def translations(request: Request, state: Annotated[ServerState, Depends(get_state)],
                        file: FileParam = None, model: ModelParam = None, prompt: PromptParam = None,
                        response_format: FormatParam = "json", temperature: TemperatureParam = 0.0) -> Response:
-    if not state.engine.vocab or not state.engine.vocab.multilingual:
-        if state.ready:
-            raise APIError(400, f"model {state.settings.model_name} is English-only and cannot translate",
-                           "model", "unsupported_task")
     return await handle(request, state, task="translate", file=file, model=model, language=None,
                         prompt=prompt, response_format=response_format, temperature=temperature)

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from fastapi import Request
 
 from ..config import Settings
+from .limits import AdmissionControl
+from .observe import Metrics
 from ..engine.vllm_engine import WhisperEngine
 from ..transcriber import Transcriber
 
@@ -15,6 +17,8 @@ class ServerState:
     settings: Settings
     engine: WhisperEngine
     transcriber: Transcriber
+    admission: AdmissionControl
+    metrics: Metrics
     ready: bool = False              # model loaded and a warm-up transcription done
     draining: bool = False           # SIGTERM received: finish in-flight work, accept nothing new
     fatal: str | None = None         # engine failed to start or died

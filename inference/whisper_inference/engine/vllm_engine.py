@@ -6,6 +6,7 @@ import math
 import os
 import uuid
 from dataclasses import dataclass
+from typing import AsyncIterator
 
 import numpy as np
 
@@ -15,6 +16,7 @@ from ..languages import all_codes
 from .vocab import WhisperVocab
 
 log = logging.getLogger(__name__)
+NO_SPEECH_TOP_K = 20
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,7 @@ def build_profile(settings: Settings, gpu: GpuInfo | None) -> EngineProfile:
     if backend and "FLASHINFER" in backend and not settings.use_flashinfer:
         raise ValueError(f"VLLM_ATTENTION_BACKEND={backend} contradicts VLLM_USE_FLASHINFER=0")
     return EngineProfile(dtype=dtype, dtype_reason=why,
-                         kv_cache_dtype=choose_kv_cache_dtype(settings.kv_cache_dtype, dtype, gpu),
+                         kv_cache_dtype=choose_kv_cache_dtype(settings.kv_cache_dtype, gpu),
                          attention_backend=backend,
                          device="cpu" if gpu is None else f"cuda ({gpu.product}, CC {gpu.major}.{gpu.minor})")
 
@@ -98,53 +100,83 @@ class WhisperEngine:
     def alive(self) -> bool:
         return self._engine is not None and not getattr(self._engine, "errored", False)
 
+    def pending_requests(self) -> int:
+        """Requests the engine still holds (0 after every client's work finished or was aborted)."""
+        if self._engine is None:
+            return 0
+        return self._engine.output_processor.get_num_unfinished_requests()
+
     def decode(self, tokens: list[int]) -> str:
         return self.tokenizer.decode([t for t in tokens if t < self.vocab.eot])
 
     def encode_text(self, text: str) -> list[int]:
         return self.tokenizer.encode(" " + text.strip(), add_special_tokens=False)
 
-    async def _run(self, samples: np.ndarray, decoder_ids: list[int], params) -> object:
+    async def _stream(self, samples: np.ndarray, decoder_ids: list[int], params) -> AsyncIterator:
+        """vLLM's outputs for one request as they grow; cancelling the consumer aborts the request."""
+        from vllm.exceptions import VLLMValidationError
         from vllm.inputs import TokensPrompt
         prompt = {
             "encoder_prompt": {"prompt": "", "multi_modal_data": {"audio": (samples, self.settings.sampling_rate)}},
             "decoder_prompt": TokensPrompt(prompt_token_ids=decoder_ids),
         }
-        final = None
-        # Cancelling this coroutine (client gone) makes vLLM abort the request: no orphaned generation.
         try:
             async for out in self._engine.generate(prompt, params, request_id=uuid.uuid4().hex):
-                final = out
-        except (ValueError, TypeError) as exc:
+                if out.outputs:
+                    yield out
+        except (ValueError, TypeError, VLLMValidationError) as exc:
             raise EngineError(f"engine rejected the request: {exc}") from exc
-        if final is None or not final.outputs:
-            raise EngineError("engine returned no output")
-        return final.outputs[0]
 
-    async def detect_language(self, samples: np.ndarray) -> tuple[str, float, float | None]:
-        """(language code, its probability, no-speech probability) from one constrained decoder step."""
+    async def _run(self, samples: np.ndarray, decoder_ids: list[int], params):
+        final = None
+        async for out in self._stream(samples, decoder_ids, params):
+            final = out
+        if final is None:
+            raise EngineError("engine returned no output")
+        return final
+
+    async def detect_language(self, samples: np.ndarray) -> tuple[str, float]:
+        """(language code, its probability) from one decoder step constrained to language tokens."""
         from vllm import SamplingParams
         ids = list(self.vocab.languages.values())
-        extra = [self.vocab.nospeech] if self.vocab.nospeech is not None else []
         params = SamplingParams(temperature=0.0, max_tokens=1, allowed_token_ids=ids,
-                                logprobs=len(ids + extra), logprob_token_ids=ids + extra, detokenize=False)
-        out = await self._run(samples, [self.vocab.sot], params)
+                                logprobs=len(ids), logprob_token_ids=ids, detokenize=False)
+        out = (await self._run(samples, [self.vocab.sot], params)).outputs[0]
         token = out.token_ids[0]
         scores = out.logprobs[0] if out.logprobs else {}
-        lang_prob = math.exp(scores[token].logprob) if token in scores else float("nan")
-        nospeech = math.exp(scores[extra[0]].logprob) if extra and extra[0] in scores else None
-        return self.vocab.language_by_id[token], lang_prob, nospeech
+        return self.vocab.language_by_id[token], math.exp(scores[token].logprob) if token in scores else 0.0
 
-    async def generate(self, samples: np.ndarray, decoder_ids: list[int], temperature: float,
-                       max_tokens: int | None = None) -> Generation:
+    def _sampling(self, decoder_ids: list[int], temperature: float, max_tokens: int | None):
         from vllm import SamplingParams
         budget = self.settings.max_model_len - len(decoder_ids)
         timestamps = decoder_ids[-1] != self.vocab.notimestamps
-        params = SamplingParams(temperature=temperature, max_tokens=min(max_tokens or budget, budget),
-                                logprobs=0, detokenize=False, skip_special_tokens=False,
-                                # Whisper, asked for timestamps, may still choose <|notimestamps|>
-                                logit_bias={self.vocab.notimestamps: -100.0} if timestamps else None)
-        out = await self._run(samples, decoder_ids, params)
-        tokens = list(out.token_ids)
-        lps = [(step.get(t).logprob if step and t in step else 0.0) for t, step in zip(tokens, out.logprobs or [])]
-        return Generation(tokens=tokens, logprobs=lps, no_speech_prob=None)
+        return SamplingParams(
+            temperature=temperature, max_tokens=min(max_tokens or budget, budget),
+            logprobs=0, detokenize=False, skip_special_tokens=False,
+            # Whisper, asked for timestamps, may still choose <|notimestamps|>
+            logit_bias={self.vocab.notimestamps: -100.0} if timestamps else None,
+            # no_speech_prob: Whisper's probability of <|nospeech|> right after <|startoftranscript|>,
+            # read from the top prompt logprobs (below the top NO_SPEECH_TOP_K it counts as 0)
+            prompt_logprobs=NO_SPEECH_TOP_K if self.vocab.nospeech is not None else None)
+
+    def _no_speech(self, request_output, decoder_ids: list[int]) -> float | None:
+        rows = getattr(request_output, "prompt_logprobs", None)
+        at = decoder_ids.index(self.vocab.sot) + 1  # row i holds the distribution that predicted token i
+        if not rows or at >= len(rows) or rows[at] is None:
+            return None
+        entry = rows[at].get(self.vocab.nospeech)
+        return math.exp(entry.logprob) if entry is not None else 0.0
+
+    async def generate(self, samples: np.ndarray, decoder_ids: list[int], temperature: float,
+                       max_tokens: int | None = None) -> Generation:
+        out = await self._run(samples, decoder_ids, self._sampling(decoder_ids, temperature, max_tokens))
+        first = out.outputs[0]
+        tokens = list(first.token_ids)
+        lps = [(step.get(t).logprob if step and t in step else 0.0) for t, step in zip(tokens, first.logprobs or [])]
+        return Generation(tokens=tokens, logprobs=lps, no_speech_prob=self._no_speech(out, decoder_ids))
+
+    async def generate_tokens(self, samples: np.ndarray, decoder_ids: list[int],
+                              temperature: float) -> AsyncIterator[list[int]]:
+        """The generated token ids so far, each time they grow (for streaming responses)."""
+        async for out in self._stream(samples, decoder_ids, self._sampling(decoder_ids, temperature, None)):
+            yield list(out.outputs[0].token_ids)

@@ -1,0 +1,161 @@
+"""Candidate node selection (pure): which nodes could run an endpoint's pods, and what GPU they carry.
+
+A node is a candidate when it is schedulable, has at least ``spec.gpu.count`` allocatable ``nvidia.com/gpu``,
+matches ``spec.nodeSelector`` and the required node affinity, and every NoSchedule/NoExecute taint is tolerated.
+Nodes are plain dicts in the API's JSON shape (camelCase), as returned by the Kubernetes API.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .gpu_catalog import compute_capability_for_product
+
+GPU_RESOURCE = "nvidia.com/gpu"
+LABEL_MAJOR = "nvidia.com/gpu.compute.major"
+LABEL_MINOR = "nvidia.com/gpu.compute.minor"
+LABEL_PRODUCT = "nvidia.com/gpu.product"
+LABEL_MEMORY = "nvidia.com/gpu.memory"
+
+
+@dataclass(frozen=True)
+class GpuNode:
+    name: str
+    labels: dict[str, str]
+    gpus: int
+    cc: tuple[int, int] | None = None
+    cc_source: str | None = None  # "labels" | "product" | "probe"
+    product: str | None = None
+    memory_mib: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def cc_str(self) -> str | None:
+        return f"{self.cc[0]}.{self.cc[1]}" if self.cc else None
+
+
+def _quantity_int(value: Any) -> int:
+    try:
+        return int(str(value))
+    except (TypeError, ValueError):
+        return 0
+
+
+def parse_cc(text: str | None) -> tuple[int, int] | None:
+    """'8.9' -> (8, 9); None or garbage -> None."""
+    if not text:
+        return None
+    try:
+        major, _, minor = str(text).partition(".")
+        return int(major), int(minor or 0)
+    except ValueError:
+        return None
+
+
+def gpu_node(node: dict, probed: dict[str, dict] | None = None) -> GpuNode:
+    """Describe a node's GPU from its labels: compute labels, then the product map, then a cached probe result."""
+    meta = node.get("metadata") or {}
+    name = meta.get("name", "")
+    labels = dict(meta.get("labels") or {})
+    status = node.get("status") or {}
+    gpus = _quantity_int((status.get("allocatable") or status.get("capacity") or {}).get(GPU_RESOURCE, 0))
+    product = labels.get(LABEL_PRODUCT)
+    memory = _quantity_int(labels.get(LABEL_MEMORY)) or None
+    cc, source = None, None
+    if LABEL_MAJOR in labels:
+        try:
+            cc, source = (int(labels[LABEL_MAJOR]), int(labels.get(LABEL_MINOR, "0"))), "labels"
+        except ValueError:
+            cc = None
+    if cc is None and product:
+        cc = compute_capability_for_product(product)
+        source = "product" if cc else None
+    if cc is None and probed and name in probed and "major" in probed[name]:
+        answer = probed[name]
+        cc, source = (int(answer["major"]), int(answer.get("minor", 0))), "probe"
+        product = product or answer.get("product")
+        memory = memory or answer.get("memoryMiB")
+    return GpuNode(name=name, labels=labels, gpus=gpus, cc=cc, cc_source=source, product=product, memory_mib=memory)
+
+
+def _match_expression(labels: dict[str, str], expr: dict) -> bool:
+    key, op, values = expr.get("key"), expr.get("operator"), expr.get("values") or []
+    have = key in labels
+    if op == "In":
+        return have and labels[key] in values
+    if op == "NotIn":
+        return not have or labels[key] not in values
+    if op == "Exists":
+        return have
+    if op == "DoesNotExist":
+        return not have
+    if op in ("Gt", "Lt"):
+        try:
+            left, right = int(labels[key]), int(values[0])
+        except (KeyError, IndexError, ValueError):
+            return False
+        return left > right if op == "Gt" else left < right
+    return False
+
+
+def _match_term(node_name: str, labels: dict[str, str], term: dict) -> bool:
+    exprs = term.get("matchExpressions") or []
+    fields = term.get("matchFields") or []
+    if not exprs and not fields:
+        return False  # an empty term matches nothing (Kubernetes semantics)
+    return all(_match_expression(labels, e) for e in exprs) and all(
+        _match_expression({"metadata.name": node_name}, f) for f in fields
+    )
+
+
+def matches_affinity(node_name: str, labels: dict[str, str], affinity: dict | None) -> bool:
+    required = ((affinity or {}).get("nodeAffinity") or {}).get("requiredDuringSchedulingIgnoredDuringExecution")
+    terms = (required or {}).get("nodeSelectorTerms") or []
+    if not terms:
+        return True
+    return any(_match_term(node_name, labels, t) for t in terms)
+
+
+def tolerates(taints: list[dict], tolerations: list[dict]) -> bool:
+    """Every NoSchedule/NoExecute taint is tolerated by at least one toleration."""
+    for taint in taints:
+        if taint.get("effect") not in ("NoSchedule", "NoExecute"):
+            continue
+        ok = False
+        for tol in tolerations:
+            if tol.get("effect") and tol["effect"] != taint.get("effect"):
+                continue
+            if tol.get("operator", "Equal") == "Exists":
+                ok = not tol.get("key") or tol["key"] == taint.get("key")
+            else:
+                ok = tol.get("key") == taint.get("key") and (tol.get("value") or "") == (taint.get("value") or "")
+            if ok:
+                break
+        if not ok:
+            return False
+    return True
+
+
+def candidate_nodes(spec: dict, nodes: list[dict], probed: dict[str, dict] | None = None) -> list[GpuNode]:
+    """The GPU nodes an endpoint's pods could be scheduled on, sorted by name."""
+    want = int(((spec.get("gpu") or {}).get("count")) or 1)
+    selector = spec.get("nodeSelector") or {}
+    tolerations = spec.get("tolerations") or []
+    out = []
+    for node in nodes:
+        meta = node.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        node_spec = node.get("spec") or {}
+        if node_spec.get("unschedulable"):
+            continue
+        if any(labels.get(k) != v for k, v in selector.items()):
+            continue
+        if not matches_affinity(meta.get("name", ""), labels, spec.get("affinity")):
+            continue
+        if not tolerates(node_spec.get("taints") or [], tolerations):
+            continue
+        info = gpu_node(node, probed)
+        if info.gpus < want:
+            continue
+        out.append(info)
+    return sorted(out, key=lambda n: n.name)

@@ -1,0 +1,108 @@
+"""NVML probe (for GPU nodes with neither GFD compute labels nor a known product label).
+
+A short Job runs the inference image's ``python -m whisper_inference.gpu_probe`` on the node, requesting one GPU; it
+writes ``{"major": 9, "minor": 0, "product": "...", "memoryMiB": 81559}`` (or ``{"error": "..."}``) to
+/dev/termination-log, which the kubelet copies into the pod's
+``status.containerStatuses[0].state.terminated.message``. Answers are cached per node (by name and uid) in the
+operator; after a restart the finished Job's pod answers again, so a node is probed once.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+
+from . import GROUP, MANAGED_BY
+from .nodes import GPU_RESOURCE
+
+PROBE_LABEL = f"{GROUP}/gpu-probe-node"
+
+
+def job_name(node: str) -> str:
+    digest = hashlib.sha256(node.encode()).hexdigest()[:8]
+    stem = re.sub(r"[^a-z0-9-]+", "-", node.lower()).strip("-")[:30].strip("-")
+    return f"kubewhisper-gpu-probe-{stem}-{digest}"
+
+
+def job_manifest(node: str, namespace: str, image: str, tolerations: list[dict] | None = None) -> dict:
+    labels = {PROBE_LABEL: node[:63], "app.kubernetes.io/managed-by": MANAGED_BY,
+              "app.kubernetes.io/component": "gpu-probe"}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": job_name(node), "namespace": namespace, "labels": labels,
+                     "annotations": {f"{GROUP}/node": node}},
+        "spec": {
+            "backoffLimit": 1,
+            "activeDeadlineSeconds": 600,
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "automountServiceAccountToken": False,
+                    # pin to exactly this node, through the scheduler (like a DaemonSet pod)
+                    "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [{"matchFields": [
+                            {"key": "metadata.name", "operator": "In", "values": [node]}]}]}}},
+                    "tolerations": list(tolerations or []) + [
+                        {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}],
+                    "securityContext": {"runAsNonRoot": True, "runAsUser": 1000,
+                                        "seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [{
+                        "name": "probe",
+                        "image": image,
+                        "command": ["python", "-m", "whisper_inference.gpu_probe"],
+                        "terminationMessagePath": "/dev/termination-log",
+                        "terminationMessagePolicy": "File",
+                        "resources": {"limits": {GPU_RESOURCE: "1", "cpu": "500m", "memory": "512Mi"},
+                                      "requests": {GPU_RESOURCE: "1", "cpu": "100m", "memory": "128Mi"}},
+                        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+                    }],
+                },
+            },
+        },
+    }
+
+
+def parse_message(message: str | None) -> dict | None:
+    """The probe's JSON answer, or None when the message is empty; malformed answers become {"error": ...}."""
+    if not message or not message.strip():
+        return None
+    try:
+        answer = json.loads(message.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {"error": f"unreadable probe answer: {message[:200]!r}"}
+    if not isinstance(answer, dict):
+        return {"error": f"unexpected probe answer: {message[:200]!r}"}
+    if "error" in answer:
+        return {"error": str(answer["error"])}
+    try:
+        major, minor = int(answer["major"]), int(answer.get("minor", 0))
+    except (KeyError, TypeError, ValueError):
+        return {"error": f"probe answer without a compute capability: {message[:200]!r}"}
+    out = {"major": major, "minor": minor}
+    if answer.get("product"):
+        out["product"] = str(answer["product"])
+    if answer.get("memoryMiB") is not None:
+        out["memoryMiB"] = int(answer["memoryMiB"])
+    return out
+
+
+def read_pods(pods: list[dict]) -> dict | None:
+    """The answer from the probe Job's pods: the first terminated container with a message."""
+    for pod in pods:
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            terminated = (cs.get("state") or {}).get("terminated")
+            if terminated:
+                answer = parse_message(terminated.get("message"))
+                if answer is None:
+                    answer = {"error": f"probe exited {terminated.get('exitCode')} without an answer"}
+                return answer
+    return None
+
+
+def job_failed(job: dict) -> str | None:
+    for c in (job.get("status") or {}).get("conditions") or []:
+        if c.get("type") == "Failed" and c.get("status") == "True":
+            return c.get("message") or c.get("reason") or "probe Job failed"
+    return None

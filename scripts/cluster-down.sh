@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Stop the local control plane started by cluster-up.sh, by the PIDs it recorded (same env as cluster-up.sh).
+# --purge also deletes its state (etcd data, certificates, kubeconfig).
+set -euo pipefail
+. "$(dirname "$0")/common.sh"
+D=${KUBEWHISPER_CLUSTER_DIR:-$CACHE/cluster}
+for p in scheduler controller-manager apiserver etcd; do
+  f=$D/$p.pid
+  [ -f "$f" ] || continue
+  pid=$(cat "$f")
+  if kill "$pid" 2>/dev/null; then
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
+    log "stopped $p ($pid)"
+  fi
+  rm -f "$f"
+done
+if [ "${1:-}" = "--purge" ]; then rm -rf "$D"; log "removed $D"; fi
