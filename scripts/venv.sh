@@ -12,10 +12,12 @@ if [ ! -f "$venv/.complete" ]; then
   rm -rf "$venv"
   python3 -m venv "$venv"
   # pip, not uv: torch 2.13.0's CPU wheel is found by pip on these machines.
-  "$venv/bin/pip" install -q --disable-pip-version-check -r "$ROOT/requirements/cpu.txt" >&2
+  # (this machine's pip config names local indexes that may not exist; drop those warnings)
+  "$venv/bin/pip" install -q --disable-pip-version-check -r "$ROOT/requirements/cpu.txt" 2>&1 \
+    | grep -v "is ignored: it is neither a file nor a directory" >&2 || true
   # PyPI's torchvision/torchaudio/torchcodec builds do not match the CPU torch and break `import vllm`.
   "$venv/bin/pip" uninstall -q -y torchvision torchaudio torchcodec >&2 || true
-  "$venv/bin/python" -c "import vllm, fastapi, kopf, openai" >&2
+  "$venv/bin/python" -c "import vllm, fastapi, kopf, openai, schemathesis" >&2 || { log "venv incomplete"; exit 1; }
   touch "$venv/.complete"
 fi
 echo "$venv"

@@ -24,6 +24,8 @@ def main() -> int:
         def handle_exit(self, sig, frame) -> None:
             app.state.server.draining = True
             super().handle_exit(sig, frame)
+            # uvicorn re-raises the signal after shutdown; a drained server exits 0 instead
+            self._captured_signals.clear()
 
     server: uvicorn.Server | None = None
 

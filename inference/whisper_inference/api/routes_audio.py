@@ -62,6 +62,9 @@ def sse(event: dict) -> bytes:
 async def handle(request: Request, state: ServerState, *, task: str, file: UploadFile | None,
                  model: str | None, language: str | None, prompt: str | None, response_format: str,
                  temperature: float, granularities: list[str] | None = None, stream: bool = False) -> Response:
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise APIError(400, "send the request as multipart/form-data with a file part (as the OpenAI API "
+                            "expects)", None, "invalid_content_type")
     check_model(state, model)
     check_options(response_format, temperature, granularities)
     if file is None:
