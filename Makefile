@@ -33,7 +33,7 @@ serve: ## start the server on the embedded default model (multilingual base) on 
 
 test: ## install what is needed, then run every test tier (unit, engine, cluster)
 	@set -e; py=$(PY); scripts/models.sh tiny.en base >/dev/null; scripts/fixtures.sh >/dev/null; \
-	  scripts/k8s.sh >/dev/null; \
+	  scripts/k8s.sh >/dev/null; scripts/helm.sh >/dev/null; \
 	  $$py -m pytest $(PYTEST_ARGS)
 
 test-unit: ## only the fast unit tier

@@ -19,6 +19,10 @@ from .engine.vllm_engine import Generation, WhisperEngine
 # text is this unlikely is silence, and its text a hallucination.
 NO_SPEECH_THRESHOLD = 0.6
 LOGPROB_THRESHOLD = -1.0
+# temperature fallback (OpenAI: "if set to 0, the model will use log probability to automatically
+# increase the temperature until certain thresholds are hit"), with openai/whisper's thresholds
+COMPRESSION_RATIO_THRESHOLD = 2.4
+FALLBACK_TEMPERATURES = (0.2, 0.4, 0.6, 0.8, 1.0)
 
 
 class RequestError(ValueError):
@@ -86,6 +90,23 @@ def wants_timestamps(setting: str, response_format: str) -> bool:
     return response_format in ("verbose_json", "srt", "vtt")
 
 
+def needs_fallback(text: str, logprobs: list[float], no_speech_prob: float | None) -> bool:
+    """Retry hotter when the output repeats itself or is unlikely, unless the window is silence."""
+    if no_speech_prob is not None and no_speech_prob > NO_SPEECH_THRESHOLD:
+        return False
+    avg = sum(logprobs) / len(logprobs) if logprobs else 0.0
+    return compression_ratio(text) > COMPRESSION_RATIO_THRESHOLD or avg < LOGPROB_THRESHOLD
+
+
+def best_attempt(attempts: list[tuple]) -> tuple:
+    """Of (text, logprobs, temperature, ...) attempts that all failed: prefer those that do not loop,
+    then the likeliest, then the coolest."""
+    def key(a):
+        avg = sum(a[1]) / len(a[1]) if a[1] else float("-inf")
+        return compression_ratio(a[0]) <= COMPRESSION_RATIO_THRESHOLD, avg, -a[2]
+    return max(attempts, key=key)
+
+
 def is_silence(no_speech_prob: float | None, raw: list[RawSegment]) -> bool:
     lps = [lp for seg in raw for lp in seg.logprobs]
     avg = sum(lps) / len(lps) if lps else 0.0
@@ -127,14 +148,31 @@ class Transcriber:
                              timestamps=job.timestamps, previous=previous)
         return Plan(samples, duration, chunks, language, ids)
 
+    async def generate(self, chunk: Chunk, plan: Plan, temperature: float) -> tuple[Generation, float]:
+        """One window; at temperature 0, fall back to hotter decoding while the output looks broken.
+
+        When every temperature fails, keep the likeliest attempt among those that do not loop (as
+        faster-whisper does) rather than the last, hottest one.
+        """
+        ladder = (temperature, *FALLBACK_TEMPERATURES) if temperature == 0 else (temperature,)
+        attempts = []
+        for t in ladder:
+            gen = await self.engine.generate(chunk.samples, plan.decoder_ids, t)
+            text = self.engine.decode(gen.tokens)
+            lps = [lp for tok, lp in zip(gen.tokens, gen.logprobs) if self.engine.vocab.is_text(tok)]
+            if not needs_fallback(text, lps, gen.no_speech_prob):
+                return gen, t
+            attempts.append((text, lps, t, gen))
+        _, _, t, gen = best_attempt(attempts)
+        return gen, t
+
     async def run(self, job: TranscriptionJob, plan: Plan | None = None) -> Transcript:
         plan = plan or await self.plan(job)
         # Every chunk runs at once: vLLM batches them; cancelling this task aborts all of them.
-        gens: list[Generation] = await asyncio.gather(
-            *(self.engine.generate(c.samples, plan.decoder_ids, job.temperature) for c in plan.chunks))
+        results = await asyncio.gather(*(self.generate(c, plan, job.temperature) for c in plan.chunks))
         rate = self.settings.sampling_rate
         segments: list[Segment] = []
-        for chunk, gen in zip(plan.chunks, gens):
+        for chunk, (gen, temperature) in zip(plan.chunks, results):
             raw = split_segments(self.engine.vocab, gen.tokens, gen.logprobs, chunk.start,
                                  chunk.duration(rate), job.timestamps)
             if is_silence(gen.no_speech_prob, raw):
@@ -143,7 +181,7 @@ class Transcriber:
                 text = self.engine.decode(r.tokens)
                 segments.append(Segment(
                     id=len(segments), seek=int(round(chunk.start * 100)), start=r.start, end=r.end,
-                    text=text, tokens=r.tokens, temperature=job.temperature,
+                    text=text, tokens=r.tokens, temperature=temperature,
                     avg_logprob=round(sum(r.logprobs) / len(r.logprobs), 6) if r.logprobs else 0.0,
                     compression_ratio=compression_ratio(text),
                     no_speech_prob=round(gen.no_speech_prob or 0.0, 6)))

@@ -46,6 +46,12 @@ class OperatorSettings(BaseSettings):
         "kubewhisper.dev", description="Name of the ValidatingWebhookConfiguration the operator keeps up to date."
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    watch_namespaces: str = Field(
+        "", description="Comma-separated namespaces the operator may see (same as its --namespace flags); empty: all.")
+
+    @property
+    def namespaces(self) -> list[str]:
+        return [n.strip() for n in self.watch_namespaces.split(",") if n.strip()]
 
     @field_validator("default_image")
     @classmethod

@@ -95,13 +95,28 @@ async def _resync_loop() -> None:
         await asyncio.sleep(SETTINGS.resync_seconds)
         if not STATE["elector"].is_leader:
             continue
+        for item in await asyncio.to_thread(_list_endpoints):
+            meta = item["metadata"]
+            try:
+                await asyncio.to_thread(_reconcile, meta["namespace"], meta["name"])
+            except Exception as e:  # the loop must outlive any one endpoint's failure
+                log.warning("resync of %s/%s failed: %r", meta["namespace"], meta["name"], e)
+
+
+def _list_endpoints() -> list[dict]:
+    """Every endpoint the operator may see: cluster-wide, or per watched namespace (namespaced RBAC)."""
+    custom = STATE["kube"].custom
+    scopes = SETTINGS.namespaces or [None]
+    items: list[dict] = []
+    for ns in scopes:
         try:
-            items = await asyncio.to_thread(
-                STATE["kube"].custom.list_cluster_custom_object, GROUP, VERSION, PLURAL)
-            for item in items.get("items", []):
-                await asyncio.to_thread(_reconcile, item["metadata"]["namespace"], item["metadata"]["name"])
-        except Exception as e:
-            log.warning("resync pass failed: %r", e)
+            if ns is None:
+                items += custom.list_cluster_custom_object(GROUP, VERSION, PLURAL).get("items", [])
+            else:
+                items += custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL).get("items", [])
+        except Exception as e:  # one unreadable namespace must not stop the pass for the others
+            log.warning("resync: listing endpoints in %s failed: %r", ns or "all namespaces", e)
+    return items
 
 
 def _reconcile(namespace: str, name: str) -> None:

@@ -10,6 +10,7 @@ import copy
 from . import GROUP, KIND, MANAGED_BY, VERSION
 from .config import OperatorSettings
 from .nodes import GPU_RESOURCE
+from .probe import INFERENCE_UID
 from .profile import Profile
 
 CONTAINER_PORT = 8080
@@ -63,7 +64,7 @@ def merge_affinity(affinity: dict | None, pin: dict | None) -> dict | None:
     return out
 
 
-def container_env(spec: dict, profile: Profile) -> list[dict]:
+def container_env(spec: dict, profile: Profile, grace_seconds: int = 60) -> list[dict]:
     env: list[dict] = [
         {"name": "MODEL_ID", "value": spec["model"]},
         {"name": "SERVED_MODEL_NAME", "value": spec.get("servedModelName") or spec["model"]},
@@ -71,6 +72,8 @@ def container_env(spec: dict, profile: Profile) -> list[dict]:
         {"name": "TIMESTAMPS", "value": spec.get("timestamps") or "auto"},
         {"name": "HOST", "value": "0.0.0.0"},
         {"name": "PORT", "value": str(CONTAINER_PORT)},
+        # drain in-flight requests, then exit before the kubelet's SIGKILL at terminationGracePeriodSeconds
+        {"name": "GRACE_PERIOD_SECONDS", "value": str(max(1, grace_seconds - 10))},
     ]
     if spec.get("languageForce"):
         env.append({"name": "LANGUAGE_FORCE", "value": spec["languageForce"]})
@@ -115,7 +118,8 @@ def deployment(body: dict, profile: Profile, settings: OperatorSettings) -> dict
         "terminationGracePeriodSeconds": settings.termination_grace_seconds,
         "automountServiceAccountToken": False,
         "securityContext": {  # Pod Security Standards: restricted
-            "runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000,
+            "runAsNonRoot": True, "runAsUser": INFERENCE_UID, "runAsGroup": INFERENCE_UID,
+            "fsGroup": INFERENCE_UID,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "containers": [{
@@ -123,7 +127,7 @@ def deployment(body: dict, profile: Profile, settings: OperatorSettings) -> dict
             "image": spec.get("image") or settings.default_image,
             "imagePullPolicy": spec.get("imagePullPolicy") or "IfNotPresent",
             "ports": [{"name": "http", "containerPort": CONTAINER_PORT, "protocol": "TCP"}],
-            "env": container_env(spec, profile),
+            "env": container_env(spec, profile, settings.termination_grace_seconds),
             "resources": resources(spec),
             "startupProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": startup_period,
                              "failureThreshold": max(1, settings.startup_probe_seconds // startup_period)},

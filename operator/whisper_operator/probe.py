@@ -15,6 +15,8 @@ import re
 from . import GROUP, MANAGED_BY
 from .nodes import GPU_RESOURCE
 
+INFERENCE_UID = 10001  # the numeric non-root user Dockerfile.inference runs as
+
 PROBE_LABEL = f"{GROUP}/gpu-probe-node"
 
 
@@ -46,7 +48,7 @@ def job_manifest(node: str, namespace: str, image: str, tolerations: list[dict] 
                             {"key": "metadata.name", "operator": "In", "values": [node]}]}]}}},
                     "tolerations": list(tolerations or []) + [
                         {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}],
-                    "securityContext": {"runAsNonRoot": True, "runAsUser": 1000,
+                    "securityContext": {"runAsNonRoot": True, "runAsUser": INFERENCE_UID,
                                         "seccompProfile": {"type": "RuntimeDefault"}},
                     "containers": [{
                         "name": "probe",

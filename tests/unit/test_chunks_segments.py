@@ -62,10 +62,10 @@ def test_no_timestamps_gives_one_segment_per_chunk():
 
 def test_prompts():
     assert decoder_prompt(ML, language="de", task="transcribe", timestamps=False) == [50258, 50261, 50360, 50364]
-    assert decoder_prompt(ML, language="en", task="translate", timestamps=True) == [50258, 50259, 50359]
+    assert decoder_prompt(ML, language="en", task="translate", timestamps=True) == [50258, 50259, 50359, 50365]
     assert decoder_prompt(EN, language=None, task="transcribe", timestamps=False) == [50257, 50363]
     long_prev = list(range(500))
     p = decoder_prompt(EN, language=None, task="transcribe", timestamps=True, previous=long_prev)
-    assert p[0] == EN.startofprev and p[1:-1] == long_prev[-223:] and p[-1] == EN.sot
+    assert p[0] == EN.startofprev and p[1:-2] == long_prev[-223:] and p[-2:] == [EN.sot, EN.timestamp_begin]
     with pytest.raises(ValueError):
         decoder_prompt(ML, language=None, task="transcribe", timestamps=False)

@@ -41,3 +41,21 @@ def test_timestamps_policy():
 
 def test_compression_ratio_flags_repetition():
     assert compression_ratio("la " * 200) > 2.4 > compression_ratio("And so my fellow Americans, ask not.")
+
+
+def test_temperature_fallback_policy():
+    from whisper_inference.transcriber import needs_fallback
+    good = "And so my fellow Americans, ask not what your country can do for you."
+    assert not needs_fallback(good, [-0.2, -0.3], 0.01)
+    assert needs_fallback("thank you " * 50, [-0.1] * 10, 0.01)          # repetition loop
+    assert needs_fallback(good, [-1.5, -2.0], 0.01)                       # unlikely text
+    assert not needs_fallback("thank you " * 50, [-2.0] * 10, 0.9)        # silence: no retry
+
+
+def test_best_attempt_when_every_temperature_fails():
+    from whisper_inference.transcriber import best_attempt
+    looping = ("la " * 100, [-0.1] * 5, 0.0)
+    unlikely = ("Guten Morgen, wie geht es dir?", [-1.2] * 5, 0.0)
+    garbage = ("Editor vice versa seconds dries.", [-2.5] * 5, 1.0)
+    assert best_attempt([looping, unlikely, garbage]) is unlikely     # no loop, likeliest
+    assert best_attempt([looping, ("la " * 90, [-0.3] * 5, 0.2)]) is looping  # all loop: likeliest

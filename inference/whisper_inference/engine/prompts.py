@@ -9,9 +9,12 @@ MAX_PREVIOUS_TOKENS = 223
 
 def decoder_prompt(vocab: WhisperVocab, *, language: str | None, task: str, timestamps: bool,
                    previous: list[int] | None = None) -> list[int]:
-    """<|startofprev|> prev... <|startoftranscript|> [<|lang|> <|task|>] [<|notimestamps|>].
+    """<|startofprev|> prev... <|startoftranscript|> [<|lang|> <|task|>] (<|notimestamps|> | <|0.00|>).
 
     English-only models take no language or task token: with them they drop punctuation.
+    With timestamps the window opens with <|0.00|>: Whisper's decoding rules require a timestamp as
+    the first token, and vLLM has no per-position constraint, so the prompt supplies it; left free,
+    the model may answer <|nocaptions|> and stop.
     """
     ids: list[int] = []
     if previous and vocab.startofprev is not None:
@@ -22,8 +25,7 @@ def decoder_prompt(vocab: WhisperVocab, *, language: str | None, task: str, time
             raise ValueError("multilingual models need a language token (detect it first)")
         ids.append(vocab.languages[language])
         ids.append(vocab.translate if task == "translate" else vocab.transcribe)
-    if not timestamps:
-        ids.append(vocab.notimestamps)
+    ids.append(vocab.timestamp_begin if timestamps else vocab.notimestamps)
     return ids
 
 

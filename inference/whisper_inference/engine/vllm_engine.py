@@ -149,12 +149,15 @@ class WhisperEngine:
     def _sampling(self, decoder_ids: list[int], temperature: float, max_tokens: int | None):
         from vllm import SamplingParams
         budget = self.settings.max_model_len - len(decoder_ids)
-        timestamps = decoder_ids[-1] != self.vocab.notimestamps
+        v = self.vocab
+        timestamps = decoder_ids[-1] != v.notimestamps
+        # openai/whisper's suppressions: task and prompt markers, no-speech; <|notimestamps|> when timed
+        suppressed = [t for t in (v.sot, v.startofprev, v.transcribe, v.translate, v.nospeech,
+                                  v.notimestamps if timestamps else None) if t is not None]
         return SamplingParams(
             temperature=temperature, max_tokens=min(max_tokens or budget, budget),
             logprobs=0, detokenize=False, skip_special_tokens=False,
-            # Whisper, asked for timestamps, may still choose <|notimestamps|>
-            logit_bias={self.vocab.notimestamps: -100.0} if timestamps else None,
+            logit_bias={t: -100.0 for t in suppressed},
             # no_speech_prob: Whisper's probability of <|nospeech|> right after <|startoftranscript|>,
             # read from the top prompt logprobs (below the top NO_SPEECH_TOP_K it counts as 0)
             prompt_logprobs=NO_SPEECH_TOP_K if self.vocab.nospeech is not None else None)

@@ -1,0 +1,238 @@
+"""make bench: this server vs vLLM's own OpenAI server, same model, machine and audio, one run.
+
+Each server runs alone (one after the other) so that neither steals the other's cores. Reported per
+server and workload: requests/s, RTFx (audio seconds per wall second), p50/p95 latency, peak RSS of
+the server's process tree; then the ratios ours/theirs, and our HTTP overhead (RTFx through HTTP vs
+calling the same engine in-process).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import date
+from pathlib import Path
+
+import httpx
+import numpy as np
+import psutil
+import soundfile as sf
+
+ROOT = Path(__file__).resolve().parents[1]
+RATE = 16000
+
+
+def script(*args: str) -> str:
+    return subprocess.run([str(ROOT / "scripts" / args[0]), *args[1:]], check=True,
+                          capture_output=True, text=True).stdout.strip().splitlines()[-1]
+
+
+def build_audio(fixtures: Path, out: Path) -> dict[str, list[tuple[str, bytes, float]]]:
+    """Short clips (JFK + synthesized sentences) and one long recording of several minutes of them."""
+    names = ["jfk", "en1", "en2", "en3"]
+    clips, arrays = [], []
+    for n in names:
+        data = (fixtures / f"{n}.wav").read_bytes()
+        audio, rate = sf.read(fixtures / f"{n}.wav", dtype="float32")
+        clips.append((n, data, len(audio) / rate))
+        arrays.append(np.concatenate([audio, np.zeros(rate // 2, np.float32)]))
+    one_pass = np.concatenate(arrays)
+    long = np.tile(one_pass, int(np.ceil(300 / (len(one_pass) / RATE))))
+    path = out / "long.wav"
+    sf.write(path, long, RATE, subtype="PCM_16")
+    return {"short": clips, "long": [("long", path.read_bytes(), len(long) / RATE)]}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RssSampler(threading.Thread):
+    def __init__(self, pid: int):
+        super().__init__(daemon=True)
+        self.root, self.peak, self.running = psutil.Process(pid), 0, True
+
+    def run(self) -> None:
+        while self.running:
+            try:
+                procs = [self.root, *self.root.children(recursive=True)]
+                self.peak = max(self.peak, sum(p.memory_info().rss for p in procs if p.is_running()))
+            except psutil.Error:
+                pass
+            time.sleep(0.2)
+
+
+def summarize(latencies: list[float], wall: float, audio_seconds: float) -> dict:
+    lat = sorted(latencies)
+    return {"requests": len(lat), "req_per_s": len(lat) / wall, "rtfx": audio_seconds / wall,
+            "p50_s": statistics.median(lat), "p95_s": lat[min(len(lat) - 1, int(round(0.95 * (len(lat) - 1))))],
+            "wall_s": wall}
+
+
+def run_http(url: str, model: str, items: list[tuple[str, bytes, float]], concurrency: int) -> dict:
+    def one(item):
+        name, data, _ = item
+        t = time.perf_counter()
+        r = httpx.post(url + "/v1/audio/transcriptions", timeout=600,
+                       data={"model": model, "language": "en", "response_format": "json"},
+                       files={"file": (f"{name}.wav", data, "audio/wav")})
+        r.raise_for_status()
+        return time.perf_counter() - t, r.json()["text"]
+    began = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        results = list(pool.map(one, items))
+    wall = time.perf_counter() - began
+    out = summarize([r[0] for r in results], wall, sum(i[2] for i in items))
+    out["sample_text"] = results[0][1][:80]
+    return out
+
+
+WORKLOADS = [("short c=1", "short", 1, 2), ("short c=8", "short", 8, 8), ("long c=1", "long", 1, 2)]
+
+
+def workload_items(audio, kind: str, repeats: int):
+    return [item for _ in range(repeats) for item in audio[kind]]
+
+
+def bench_server(name: str, cmd: list[str], env: dict, ready_path: str, model: str, audio, logdir: Path) -> dict:
+    port = free_port()
+    log = open(logdir / f"{name}.log", "wb")
+    full_env = {**os.environ, **env, "PORT": str(port), "HOST": "127.0.0.1"}
+    proc = subprocess.Popen([*cmd, *([] if "whisper_inference" in cmd else ["--port", str(port)])],
+                            env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    sampler = RssSampler(proc.pid)
+    sampler.start()
+    url = f"http://127.0.0.1:{port}"
+    began = time.perf_counter()
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited; see {logdir / (name + '.log')}")
+            try:
+                if httpx.get(url + ready_path, timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        startup = time.perf_counter() - began
+        run_http(url, model, audio["short"][:1], 1)  # warm-up, not measured
+        results = {"startup_s": startup}
+        for label, kind, conc, repeats in WORKLOADS:
+            results[label] = run_http(url, model, workload_items(audio, kind, repeats), conc)
+            print(f"  {name:7s} {label:10s} RTFx {results[label]['rtfx']:6.2f}  p50 {results[label]['p50_s']:6.2f}s",
+                  flush=True)
+        results["peak_rss_gb"] = sampler.peak / 2**30
+        return results
+    finally:
+        sampler.running = False
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+        log.close()
+
+
+def bench_in_process(model_path: str, audio) -> dict:
+    """The same engine and Transcriber the server uses, called directly: no HTTP, no multipart."""
+    sys.path[:0] = [str(ROOT / "inference")]
+    from whisper_inference.config import load_settings
+    from whisper_inference.engine.vllm_engine import WhisperEngine
+    from whisper_inference.transcriber import Transcriber, TranscriptionJob
+
+    async def main():
+        settings = load_settings(model_id=model_path, max_num_seqs=16)
+        engine = WhisperEngine(settings, None)
+        await engine.start()
+        t = Transcriber(engine, settings)
+        await t.run(TranscriptionJob(audio["short"][0][1], language="en"))
+        results = {}
+        try:
+            for label, kind, conc, repeats in WORKLOADS:
+                items = workload_items(audio, kind, repeats)
+                sem = asyncio.Semaphore(conc)
+                lat = []
+
+                async def one(data):
+                    async with sem:
+                        s = time.perf_counter()
+                        await t.run(TranscriptionJob(data, language="en"))
+                        lat.append(time.perf_counter() - s)
+                began = time.perf_counter()
+                await asyncio.gather(*(one(i[1]) for i in items))
+                results[label] = summarize(lat, time.perf_counter() - began, sum(i[2] for i in items))
+                print(f"  in-proc {label:10s} RTFx {results[label]['rtfx']:6.2f}", flush=True)
+        finally:
+            engine.shutdown()
+        return results
+    return asyncio.run(main())
+
+
+def table(ours: dict, theirs: dict, inproc: dict) -> str:
+    rows = ["| workload | server | req/s | RTFx | p50 s | p95 s |", "| --- | --- | --- | --- | --- | --- |"]
+    for label, *_ in WORKLOADS:
+        for name, res in (("kubewhisper", ours), ("vllm serve", theirs)):
+            r = res[label]
+            rows.append(f"| {label} | {name} | {r['req_per_s']:.2f} | {r['rtfx']:.2f} | {r['p50_s']:.2f} | {r['p95_s']:.2f} |")
+        o, t = ours[label], theirs[label]
+        rows.append(f"| {label} | **ours/theirs** | {o['req_per_s'] / t['req_per_s']:.2f}x | {o['rtfx'] / t['rtfx']:.2f}x "
+                    f"| {o['p50_s'] / t['p50_s']:.2f}x | {o['p95_s'] / t['p95_s']:.2f}x |")
+    rows.append("")
+    rows.append(f"Peak RSS (process tree): kubewhisper {ours['peak_rss_gb']:.2f} GB, vllm serve "
+                f"{theirs['peak_rss_gb']:.2f} GB (ratio {ours['peak_rss_gb'] / theirs['peak_rss_gb']:.2f}x); "
+                f"start-up to ready: {ours['startup_s']:.0f} s vs {theirs['startup_s']:.0f} s.")
+    rows.append("")
+    rows.append("HTTP overhead (1 - RTFx through HTTP / RTFx in-process, same engine):")
+    for label, *_ in WORKLOADS:
+        rows.append(f"- {label}: {100 * (1 - ours[label]['rtfx'] / inproc[label]['rtfx']):+.1f}% "
+                    f"(HTTP {ours[label]['rtfx']:.2f} vs in-process {inproc[label]['rtfx']:.2f})")
+    return "\n".join(rows)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--model", default=None, help="HF Whisper dir (default: the embedded base)")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    args = ap.parse_args()
+    model = args.model or script("models.sh", "base")
+    fixtures = Path(script("fixtures.sh"))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    audio = build_audio(fixtures, out)
+    print(f"audio: {len(audio['short'])} short clips ({sum(c[2] for c in audio['short']):.0f} s), "
+          f"long {audio['long'][0][2]:.0f} s; model {model}", flush=True)
+    common = {"HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1",
+              "PYTHONPATH": f"{ROOT / 'inference'}:{ROOT / 'operator'}"}
+    print("in-process engine:", flush=True)
+    inproc = bench_in_process(model, audio)
+    print("servers:", flush=True)
+    ours = bench_server("ours", [sys.executable, "-m", "whisper_inference"],
+                        {**common, "MODEL_ID": model, "SERVED_MODEL_NAME": "whisper", "MAX_NUM_SEQS": "16",
+                         "MAX_CONCURRENT_REQUESTS": "16", "LOG_LEVEL": "warning"},
+                        "/ready", "whisper", audio, out)
+    theirs = bench_server("vllm", [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model,
+                                   "--served-model-name", "whisper", "--dtype", "float32",
+                                   "--max-model-len", "448", "--max-num-seqs", "16", "--enforce-eager",
+                                   "--host", "127.0.0.1"],
+                          common, "/health", "whisper", audio, out)
+    report = (f"`make bench`, {date.today()}, {platform.machine()} {psutil.cpu_count()} CPUs, "
+              f"{psutil.virtual_memory().total / 2**30:.0f} GiB, no GPU, vllm-cpu 0.32.0, float32, "
+              f"model {Path(model).name}\n\n" + table(ours, theirs, inproc))
+    print("\n" + report)
+    (out / "report.md").write_text(report + "\n")
+    (out / "results.json").write_text(json.dumps({"ours": ours, "vllm": theirs, "in_process": inproc}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
