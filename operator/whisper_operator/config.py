@@ -60,6 +60,14 @@ class OperatorSettings(BaseSettings):
             raise ValueError("an image reference cannot contain whitespace")
         return value
 
+    @field_validator("webhook_config_name")
+    @classmethod
+    def _config_name_is_a_domain(cls, value: str) -> str:
+        # kopf names each webhook "<handler id>.<this name>"; the API server wants 3+ dot-separated segments
+        if value.count(".") < 1:
+            raise ValueError("must be a domain name with a dot, e.g. kubewhisper.dev")
+        return value
+
     def check(self) -> "OperatorSettings":
         if self.webhook_enabled and not (self.webhook_cert_file and self.webhook_key_file):
             raise ValueError("KUBEWHISPER_WEBHOOK_ENABLED needs KUBEWHISPER_WEBHOOK_CERT_FILE and KUBEWHISPER_WEBHOOK_KEY_FILE")
