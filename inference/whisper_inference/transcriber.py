@@ -69,7 +69,6 @@ class TranscriptionJob:
 @dataclass
 class Plan:
     """A decoded upload, ready for the engine."""
-    samples: np.ndarray
     duration: float
     chunks: list[Chunk]
     language: str
@@ -146,7 +145,7 @@ class Transcriber:
         previous = self.engine.encode_text(job.prompt) if job.prompt else None
         ids = decoder_prompt(self.engine.vocab, language=language, task=job.task,
                              timestamps=job.timestamps, previous=previous)
-        return Plan(samples, duration, chunks, language, ids)
+        return Plan(duration, chunks, language, ids)
 
     async def generate(self, chunk: Chunk, plan: Plan, temperature: float) -> tuple[Generation, float]:
         """One window; at temperature 0, fall back to hotter decoding while the output looks broken.

@@ -42,8 +42,8 @@ async def start_engine(state: ServerState) -> None:
     except Exception as exc:  # any start-up failure: report it through /health and the log, then exit
         state.fatal = f"engine failed to start: {type(exc).__name__}: {exc}"
         log.exception(state.fatal)
-        if stop := state.extra.get("on_fatal"):
-            stop()
+        if state.on_fatal:
+            state.on_fatal()
         return
     state.startup_seconds = round(time.monotonic() - began, 1)
     state.ready = True
@@ -58,7 +58,7 @@ def create_app(settings: Settings, engine: WhisperEngine | None = None,
     metrics = Metrics()
     state = ServerState(settings=settings, engine=engine, transcriber=Transcriber(engine, settings),
                         admission=AdmissionControl(settings.max_concurrent_requests, settings.max_queue),
-                        metrics=metrics, extra={"on_fatal": on_fatal})
+                        metrics=metrics, on_fatal=on_fatal)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -1,7 +1,8 @@
 """What the routes share: settings, the engine, and the server's lifecycle flags."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Callable
 
 from fastapi import Request
 
@@ -23,7 +24,7 @@ class ServerState:
     draining: bool = False           # SIGTERM received: finish in-flight work, accept nothing new
     fatal: str | None = None         # engine failed to start or died
     startup_seconds: float | None = None
-    extra: dict = field(default_factory=dict)
+    on_fatal: Callable[[], None] | None = None  # how a failed engine start stops the process
 
 
 def get_state(request: Request) -> ServerState:

@@ -1,6 +1,7 @@
 """Transcript -> the body of each OpenAI `response_format` (pure functions)."""
 from __future__ import annotations
 
+import math
 from dataclasses import asdict
 
 from ..languages import language_name
@@ -21,7 +22,7 @@ def _clock(seconds: float, sep: str) -> str:
 
 
 def usage(t: Transcript) -> dict:
-    return {"type": "duration", "seconds": int(round(t.duration + 0.4999))}  # OpenAI bills whole seconds, rounded up
+    return {"type": "duration", "seconds": math.ceil(t.duration)}  # OpenAI bills whole seconds, rounded up
 
 
 def to_json(t: Transcript) -> dict:
