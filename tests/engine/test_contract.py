@@ -111,3 +111,18 @@ def test_compressed_uploads(tiny_server, fixtures_dir, tmp_path, container):
     with open(path, "rb") as f:
         text = client(tiny_server).audio.transcriptions.create(model="whisper", file=f).text
     assert wer(JFK, text) < 0.15, (container, text)
+
+
+def test_language_force_and_timestamps_none(start_server, model_base, fixtures_dir):
+    """LANGUAGE_FORCE beats the request's language; TIMESTAMPS=none gives one segment per window."""
+    server = start_server(model_base, LANGUAGE_FORCE="english", TIMESTAMPS="none")
+    with open(fixtures_dir / "de1.wav", "rb") as f:
+        result = client(server).audio.transcriptions.create(model="whisper", file=f, language="de",
+                                                            response_format="verbose_json")
+    assert result.language == "english"  # forced, although German was asked for and is spoken
+    assert len(result.segments) == 1
+    assert (result.segments[0].start, result.segments[0].end) == (0.0, result.duration)
+    with open(fixtures_dir / "jfk.wav", "rb") as f:
+        srt = client(server).audio.transcriptions.create(model="whisper", file=f, response_format="srt")
+    assert srt.startswith("1\n00:00:00,000 --> 00:00:11,000\n") and "\n2\n" not in srt
+    server.stop()
