@@ -75,6 +75,10 @@ class Plan:
     decoder_ids: list[int]
 
 
+def mean_logprob(logprobs: list[float], empty: float = 0.0) -> float:
+    return sum(logprobs) / len(logprobs) if logprobs else empty
+
+
 def compression_ratio(text: str) -> float:
     data = text.encode("utf-8")
     return round(len(data) / len(zlib.compress(data)), 4) if data else 0.0
@@ -93,22 +97,19 @@ def needs_fallback(text: str, logprobs: list[float], no_speech_prob: float | Non
     """Retry hotter when the output repeats itself or is unlikely, unless the window is silence."""
     if no_speech_prob is not None and no_speech_prob > NO_SPEECH_THRESHOLD:
         return False
-    avg = sum(logprobs) / len(logprobs) if logprobs else 0.0
-    return compression_ratio(text) > COMPRESSION_RATIO_THRESHOLD or avg < LOGPROB_THRESHOLD
+    return compression_ratio(text) > COMPRESSION_RATIO_THRESHOLD or mean_logprob(logprobs) < LOGPROB_THRESHOLD
 
 
 def best_attempt(attempts: list[tuple]) -> tuple:
     """Of (text, logprobs, temperature, ...) attempts that all failed: prefer those that do not loop,
     then the likeliest, then the coolest."""
     def key(a):
-        avg = sum(a[1]) / len(a[1]) if a[1] else float("-inf")
-        return compression_ratio(a[0]) <= COMPRESSION_RATIO_THRESHOLD, avg, -a[2]
+        return compression_ratio(a[0]) <= COMPRESSION_RATIO_THRESHOLD, mean_logprob(a[1], float("-inf")), -a[2]
     return max(attempts, key=key)
 
 
 def is_silence(no_speech_prob: float | None, raw: list[RawSegment]) -> bool:
-    lps = [lp for seg in raw for lp in seg.logprobs]
-    avg = sum(lps) / len(lps) if lps else 0.0
+    avg = mean_logprob([lp for seg in raw for lp in seg.logprobs])
     return no_speech_prob is not None and no_speech_prob > NO_SPEECH_THRESHOLD and avg < LOGPROB_THRESHOLD
 
 
@@ -181,7 +182,7 @@ class Transcriber:
                 segments.append(Segment(
                     id=len(segments), seek=int(round(chunk.start * 100)), start=r.start, end=r.end,
                     text=text, tokens=r.tokens, temperature=temperature,
-                    avg_logprob=round(sum(r.logprobs) / len(r.logprobs), 6) if r.logprobs else 0.0,
+                    avg_logprob=round(mean_logprob(r.logprobs), 6),
                     compression_ratio=compression_ratio(text),
                     no_speech_prob=round(gen.no_speech_prob or 0.0, 6)))
         text = "".join(s.text for s in segments).strip()

@@ -56,8 +56,8 @@ class AdmissionControl:
         self._slots = asyncio.Semaphore(concurrent)
 
     @asynccontextmanager
-    async def admit(self):
-        if self.in_flight >= self.concurrent and self.waiting >= self.queue:
+    async def admit(self, refuse_when_full: bool = True):
+        if refuse_when_full and self.in_flight >= self.concurrent and self.waiting >= self.queue:
             raise APIError(429, f"server is at capacity ({self.concurrent} in flight, {self.queue} queued); "
                                 "retry later", None, "rate_limit_exceeded", {"Retry-After": "1"})
         self.waiting += 1

@@ -108,12 +108,13 @@ async def handle(request: Request, state: ServerState, *, task: str, file: Uploa
 def streaming_response(state: ServerState, deltas) -> StreamingResponse:
     """transcript.text.delta events, then transcript.text.done; the stream then ends.
 
-    The engine work happens while the body streams, outside the admission slot's `async with`,
-    so the slot is held again here for the stream's lifetime.
+    The engine work happens while the body streams, after the handler's admission slot was given
+    back, so the stream takes a slot again for its lifetime; it waits for one rather than failing
+    with 429, since the response has already begun.
     """
     async def events():
         text = ""
-        async with state.admission.admit():
+        async with state.admission.admit(refuse_when_full=False):
             try:
                 async for delta in deltas:
                     text += delta
