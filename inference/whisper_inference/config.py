@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     host: str = Field("0.0.0.0", validation_alias="HOST")
     port: int = Field(8080, ge=1, le=65535, validation_alias="PORT")
     max_model_len: int = Field(448, ge=64, le=448, validation_alias="MAX_MODEL_LEN")
-    max_num_seqs: int = Field(16, ge=1, validation_alias="MAX_NUM_SEQS")
+    max_num_seqs: int | None = Field(None, ge=1, validation_alias="MAX_NUM_SEQS")
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, validation_alias="GPU_MEMORY_UTILIZATION")
     log_level: str = Field("info", validation_alias="LOG_LEVEL")
     api_key: str | None = Field(None, validation_alias="API_KEY")

@@ -44,8 +44,10 @@ def test_engine_args_cpu_and_gpu(monkeypatch):
     cpu = engine_args(s, build_profile(s, None))
     assert cpu["dtype"] == "float32" and cpu["enforce_eager"] and "gpu_memory_utilization" not in cpu
     assert cpu["limit_mm_per_prompt"] == {"audio": 1} and cpu["max_model_len"] == 448
+    assert cpu["max_num_seqs"] == 16
     gpu = engine_args(s, build_profile(s, T4))
     assert gpu["dtype"] == "half" and not gpu["enforce_eager"] and gpu["attention_backend"] == "TRITON_ATTN"
+    assert gpu["max_num_seqs"] == 128
     from vllm.engine.arg_utils import AsyncEngineArgs
     AsyncEngineArgs(**cpu)  # every key is one vLLM 0.32 accepts
 

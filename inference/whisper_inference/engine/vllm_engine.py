@@ -56,7 +56,9 @@ def engine_args(settings: Settings, profile: EngineProfile) -> dict:
     args = dict(
         model=settings.model_id, tokenizer=settings.model_id, dtype=profile.dtype,
         kv_cache_dtype=profile.kv_cache_dtype, max_model_len=settings.max_model_len,
-        max_num_seqs=settings.max_num_seqs, limit_mm_per_prompt={"audio": 1},
+        # unset: 16 on CPU (one core does the work), 128 on a GPU, where batching windows is the win
+        max_num_seqs=settings.max_num_seqs or (16 if profile.device == "cpu" else 128),
+        limit_mm_per_prompt={"audio": 1},
         max_logprobs=128,  # language detection scores all ~100 language tokens in one step
         served_model_name=[settings.model_name],
         # CPU: no CUDA graphs. GPU: graphs on (vLLM's default), the faster path for the decoder.
