@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import free_port
 
 from cluster.conftest import control_plane  # noqa: F401  (a fixture: re-registered here for tests/chart)
 
@@ -125,13 +126,6 @@ def dockerfile_env(name: str) -> dict[str, str]:
             k, _, v = token.partition("=")
             env[k] = v
     return env
-
-
-def free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

@@ -21,19 +21,13 @@ import httpx
 import pytest
 import yaml
 
-from .conftest import CHART, ROOT, find, free_port, run_test_pod_script
+from conftest import free_port
+
+from cluster.helpers import wait_for
+
+from .conftest import CHART, ROOT, find, run_test_pod_script
 
 pytestmark = pytest.mark.cluster
-
-
-def wait(fn, timeout=60, what="condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def install(cluster, release, namespace, values=None, *args, action="install"):
@@ -64,7 +58,7 @@ def release(cluster):
 
 def sa_kubeconfig(cluster, namespace: str, sa: str, path: Path) -> Path:
     """A kubeconfig that authenticates as the ServiceAccount (v1.20: its token Secret)."""
-    secret = wait(lambda: (get(cluster, "sa", sa, "-n", namespace) or {}).get("secrets"), 30, "SA token")[0]["name"]
+    secret = wait_for(lambda: (get(cluster, "sa", sa, "-n", namespace) or {}).get("secrets"), 30, what="SA token")[0]["name"]
     token = base64.b64decode(get(cluster, "secret", secret, "-n", namespace)["data"]["token"]).decode()
     admin = yaml.safe_load(Path(cluster.kubeconfig).read_text())
     cfg = {"apiVersion": "v1", "kind": "Config", "clusters": admin["clusters"],
@@ -84,8 +78,8 @@ def test_install_upgrade_uninstall(cluster, namespace):
     assert get(cluster, "clusterrole", f"{name}-kubewhisper-operator-cluster")
     assert get(cluster, "serviceaccount", f"{name}-kubewhisper", "-n", ns)
     # the API server admitted the pod under its securityContext, and the scheduler placed it
-    pod = wait(lambda: (get(cluster, "pods", "-n", ns, "-l", "app.kubernetes.io/component=operator") or {})
-               .get("items"), 30, "operator pod")[0]
+    pod = wait_for(lambda: (get(cluster, "pods", "-n", ns, "-l", "app.kubernetes.io/component=operator") or {})
+               .get("items"), 30, what="operator pod")[0]
     assert pod["spec"]["securityContext"]["runAsNonRoot"] is True and pod["spec"].get("nodeName")
 
     values = {"operator": {"replicas": 1, "logLevel": "DEBUG"},
@@ -195,13 +189,13 @@ def test_operator_runs_under_the_charts_identity(cluster, release, namespace, tm
                                           "PYTHONPATH": f"{ROOT / 'inference'}:{ROOT / 'operator'}"},
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        wait(lambda: _ok(f"http://127.0.0.1:{port}/healthz"), 60, "kopf liveness")
+        wait_for(lambda: _ok(f"http://127.0.0.1:{port}/healthz"), 60, what="kopf liveness")
         for f in ("endpoint-t4.yaml", "endpoint-h100.yaml"):
             cluster.kubectl("apply", "-n", namespace, "-f", str(ROOT / "operator/examples" / f))
         for name, dtype in (("whisper-t4", "half"), ("whisper-h100", "bfloat16")):
-            we = wait(lambda: _profiled(cluster, namespace, name), 60, f"{name} profile")
+            we = wait_for(lambda: _profiled(cluster, namespace, name), 60, what=f"{name} profile")
             assert we["status"]["profile"]["dtype"] == dtype, we["status"]
-            d = wait(lambda: get(cluster, "deployment", name, "-n", namespace), 30, f"Deployment {name}")
+            d = wait_for(lambda: get(cluster, "deployment", name, "-n", namespace), 30, what=f"Deployment {name}")
             assert d["metadata"]["ownerReferences"][0]["name"] == name
             assert get(cluster, "service", name, "-n", namespace)
         lease = get(cluster, "lease", release["lease"], "-n", release["namespace"])
@@ -242,7 +236,7 @@ def test_helm_test_transcribes_through_the_endpoint(cluster, namespace, image_se
                                       "--timeout", "180s"], env=cluster.env(), stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True)
         pod_name = "demo-kubewhisper-test-transcription"
-        pod = wait(lambda: get(cluster, "pod", pod_name, "-n", namespace), 60, "helm test pod")
+        pod = wait_for(lambda: get(cluster, "pod", pod_name, "-n", namespace), 60, what="helm test pod")
         env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
         assert env["TRANSCRIBE_URL"] == \
             f"http://whisper-tiny.{namespace}.svc.cluster.local/v1/audio/transcriptions"
