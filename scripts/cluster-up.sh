@@ -94,6 +94,7 @@ for _ in $(seq 1 300); do
   for p in etcd apiserver controller-manager scheduler; do alive $p || { log "$p died"; tail -20 "$D/logs/$p.log" >&2; exit 1; }; done
   sleep 0.2
 done
-ready /api/v1/namespaces/default/serviceaccounts/default || { log "controller-manager not ready"; exit 1; }
+ready /api/v1/namespaces/default/serviceaccounts/default || {
+  log "controller-manager not ready"; tail -20 "$D/logs/controller-manager.log" >&2; exit 1; }
 log "control plane up in $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}')s (logs in $D/logs)"
 echo "KUBECONFIG=$KUBECONFIG_PATH"

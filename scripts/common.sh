@@ -2,4 +2,6 @@
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${KUBEWHISPER_CACHE:-$HOME/.cache/kubewhisper}
 mkdir -p "$CACHE"
-log() { printf '\033[1m[%s]\033[0m %s\n' "$(basename "$0")" "$*" >&2; }
+# bold only on a terminal: captured stderr (pytest failure messages, CI logs) stays plain text
+log() { if [ -t 2 ]; then printf '\033[1m[%s]\033[0m %s\n' "$(basename "$0")" "$*" >&2
+        else printf '[%s] %s\n' "$(basename "$0")" "$*" >&2; fi; }

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -35,10 +36,42 @@ def model_base() -> Path:
     return Path(script_output("models.sh", "base")[-1])
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        lo, hi = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return lo, hi
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def free_port_block(n: int = 1) -> int:
+    """A base port with n consecutive ports free on 127.0.0.1, chosen outside the kernel's ephemeral range.
+
+    Not bind(0): that hands out ephemeral ports, and Linux gives bind(0) odd ports and connect() even ones, so
+    base+1 of such a block is exactly the source port the next outgoing connection (curl polling the API server,
+    kube-apiserver dialling etcd) may take before our process binds it: "address already in use", a flaky start.
+    """
+    lo, hi = _ephemeral_range()
+    start, stop = (max(1024, lo - 12000), lo) if lo > 3048 else (hi + 1, 65535)
+    for _ in range(500):
+        base = random.randrange(start, stop - n)
+        held = []
+        try:
+            for p in range(base, base + n):
+                s = socket.socket()
+                held.append(s)
+                s.bind(("127.0.0.1", p))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in held:
+                s.close()
+    raise RuntimeError(f"no {n} consecutive free ports in {start}-{stop}")
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_port_block(1)
 
 
 class ServerProcess:

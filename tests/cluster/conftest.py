@@ -10,46 +10,30 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import time
 import uuid
 from pathlib import Path
 
 import pytest
+from conftest import free_port_block
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port_block(n: int) -> int:
-    """A base port with n consecutive free ports above it."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base + n > 65000:
-            continue
-        ok = True
-        for p in range(base, base + n):
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", p))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return base
-    raise RuntimeError("no free port block")
 
 
 @pytest.fixture(scope="session")
 def control_plane(tmp_path_factory):
     d = tmp_path_factory.mktemp("cluster")
+    base = free_port_block(5)  # API server, controller-manager, scheduler; etcd client, etcd peer
     env = dict(os.environ, KUBEWHISPER_CLUSTER_DIR=str(d),
-               KUBEWHISPER_APISERVER_PORT=str(_free_port_block(3)), KUBEWHISPER_ETCD_PORT=str(_free_port_block(2)))
+               KUBEWHISPER_APISERVER_PORT=str(base), KUBEWHISPER_ETCD_PORT=str(base + 3))
     try:
-        out = subprocess.run([str(ROOT / "scripts/cluster-up.sh")], env=env, check=True, capture_output=True,
-                             text=True, timeout=900)
+        out = subprocess.run([str(ROOT / "scripts/cluster-up.sh")], env=env, capture_output=True, text=True,
+                             timeout=900)
+        if out.returncode != 0:
+            # the script's stderr holds the failing component's log tail: show it, or CI says only "exit status 1"
+            pytest.fail(f"scripts/cluster-up.sh exited {out.returncode} (ports {base}-{base + 4}, state in {d}):\n"
+                        f"{out.stderr[-6000:]}", pytrace=False)
         kubeconfig = out.stdout.strip().splitlines()[-1].split("=", 1)[1]
         yield {"kubeconfig": kubeconfig, "dir": d}
     finally:
