@@ -1,9 +1,9 @@
 """make bench: this server vs vLLM's own OpenAI server, same model, machine and audio, one run.
 
 Each server runs alone (one after the other) so that neither steals the other's cores. Reported per
-server and workload: requests/s, RTFx (audio seconds per wall second), p50/p95 latency, peak RSS of
-the server's process tree; then the ratios ours/theirs, and our HTTP overhead (RTFx through HTTP vs
-calling the same engine in-process).
+server and workload: requests/s, RTFx (audio seconds per wall second), p50/p95 latency, word error rate
+against the known text, peak RSS of the server's process tree; then the ratios ours/theirs, and our HTTP
+overhead (RTFx through HTTP vs calling the same engine in-process).
 """
 from __future__ import annotations
 
@@ -36,20 +36,33 @@ def script(*args: str) -> str:
                           capture_output=True, text=True).stdout.strip().splitlines()[-1]
 
 
-def build_audio(fixtures: Path, out: Path) -> dict[str, list[tuple[str, bytes, float]]]:
-    """Short clips (JFK + synthesized sentences) and one long recording of several minutes of them."""
+def build_audio(fixtures: Path, out: Path) -> dict[str, list[tuple[str, bytes, float, str]]]:
+    """Short clips (JFK + synthesized sentences) and one long recording of several minutes of them,
+    as (name, wav bytes, seconds, reference text)."""
     names = ["jfk", "en1", "en2", "en3"]
-    clips, arrays = [], []
+    clips, arrays, texts = [], [], []
     for n in names:
         data = (fixtures / f"{n}.wav").read_bytes()
         audio, rate = sf.read(fixtures / f"{n}.wav", dtype="float32")
-        clips.append((n, data, len(audio) / rate))
+        texts.append((fixtures / f"{n}.txt").read_text().strip())
+        clips.append((n, data, len(audio) / rate, texts[-1]))
         arrays.append(np.concatenate([audio, np.zeros(rate // 2, np.float32)]))
     one_pass = np.concatenate(arrays)
-    long = np.tile(one_pass, int(np.ceil(300 / (len(one_pass) / RATE))))
+    times = int(np.ceil(300 / (len(one_pass) / RATE)))
+    long = np.tile(one_pass, times)
     path = out / "long.wav"
     sf.write(path, long, RATE, subtype="PCM_16")
-    return {"short": clips, "long": [("long", path.read_bytes(), len(long) / RATE)]}
+    return {"short": clips, "long": [("long", path.read_bytes(), len(long) / RATE, " ".join(texts * times))]}
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    import re
+
+    import jiwer
+
+    def norm(t: str) -> str:
+        return re.sub(r"\s+", " ", re.sub(r"[^\w\s']", " ", t.lower())).strip()
+    return jiwer.wer(norm(reference), norm(hypothesis))
 
 
 def free_port() -> int:
@@ -88,13 +101,13 @@ def run_http(url: str, model: str, items: list[tuple[str, bytes, float]], concur
                        data={"model": model, "language": "en", "response_format": "json"},
                        files={"file": (f"{name}.wav", data, "audio/wav")})
         r.raise_for_status()
-        return time.perf_counter() - t, r.json()["text"]
+        return time.perf_counter() - t, word_error_rate(item[3], r.json()["text"])
     began = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
         results = list(pool.map(one, items))
     wall = time.perf_counter() - began
     out = summarize([r[0] for r in results], wall, sum(i[2] for i in items))
-    out["sample_text"] = results[0][1][:80]
+    out["wer"] = statistics.mean(r[1] for r in results)
     return out
 
 
@@ -130,8 +143,8 @@ def bench_server(name: str, cmd: list[str], env: dict, ready_path: str, model: s
         results = {"startup_s": startup}
         for label, kind, conc, repeats in WORKLOADS:
             results[label] = run_http(url, model, workload_items(audio, kind, repeats), conc)
-            print(f"  {name:7s} {label:10s} RTFx {results[label]['rtfx']:6.2f}  p50 {results[label]['p50_s']:6.2f}s",
-                  flush=True)
+            print(f"  {name:7s} {label:10s} RTFx {results[label]['rtfx']:6.2f}  p50 {results[label]['p50_s']:6.2f}s"
+                  f"  WER {results[label]['wer']:.3f}", flush=True)
         results["peak_rss_gb"] = sampler.peak / 2**30
         return results
     finally:
@@ -180,14 +193,15 @@ def bench_in_process(model_path: str, audio) -> dict:
 
 
 def table(ours: dict, theirs: dict, inproc: dict) -> str:
-    rows = ["| workload | server | req/s | RTFx | p50 s | p95 s |", "| --- | --- | --- | --- | --- | --- |"]
+    rows = ["| workload | server | req/s | RTFx | p50 s | p95 s | WER |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for label, *_ in WORKLOADS:
         for name, res in (("kubewhisper", ours), ("vllm serve", theirs)):
             r = res[label]
-            rows.append(f"| {label} | {name} | {r['req_per_s']:.2f} | {r['rtfx']:.2f} | {r['p50_s']:.2f} | {r['p95_s']:.2f} |")
+            rows.append(f"| {label} | {name} | {r['req_per_s']:.2f} | {r['rtfx']:.2f} | {r['p50_s']:.2f} "
+                        f"| {r['p95_s']:.2f} | {r['wer']:.3f} |")
         o, t = ours[label], theirs[label]
         rows.append(f"| {label} | **ours/theirs** | {o['req_per_s'] / t['req_per_s']:.2f}x | {o['rtfx'] / t['rtfx']:.2f}x "
-                    f"| {o['p50_s'] / t['p50_s']:.2f}x | {o['p95_s'] / t['p95_s']:.2f}x |")
+                    f"| {o['p50_s'] / t['p50_s']:.2f}x | {o['p95_s'] / t['p95_s']:.2f}x | |")
     rows.append("")
     rows.append(f"Peak RSS (process tree): kubewhisper {ours['peak_rss_gb']:.2f} GB, vllm serve "
                 f"{theirs['peak_rss_gb']:.2f} GB (ratio {ours['peak_rss_gb'] / theirs['peak_rss_gb']:.2f}x); "

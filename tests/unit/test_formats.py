@@ -1,7 +1,7 @@
 import pytest
 
 from whisper_inference.formats.render import render
-from whisper_inference.transcriber import Segment, Transcript, compression_ratio, wants_timestamps
+from whisper_inference.transcriber import Segment, Transcript, compression_ratio, timed_decoding, wants_timestamps
 
 pytestmark = pytest.mark.unit
 
@@ -57,5 +57,17 @@ def test_best_attempt_when_every_temperature_fails():
     looping = ("la " * 100, [-0.1] * 5, 0.0)
     unlikely = ("Guten Morgen, wie geht es dir?", [-1.2] * 5, 0.0)
     garbage = ("Editor vice versa seconds dries.", [-2.5] * 5, 1.0)
-    assert best_attempt([looping, unlikely, garbage]) is unlikely     # no loop, likeliest
-    assert best_attempt([looping, ("la " * 90, [-0.3] * 5, 0.2)]) is looping  # all loop: likeliest
+    assert best_attempt([looping, unlikely, garbage]) is unlikely     # a loop (ratio 20) loses to an unlikely text
+    shorter_loop = ("la " * 90, [-0.3] * 5, 0.2)                       # ratio 18: 2 points less, 0.2 nats worse
+    assert best_attempt([looping, shorter_loop]) is shorter_loop
+    weather = "The weather today is sunny and warm with a light breeze from the west."
+    repeated = (" ".join([weather] * 3), [-0.1] * 5, 0.0)               # real repetition: ratio 2.86
+    assert best_attempt([repeated, garbage]) is repeated               # not the hot gibberish
+
+
+def test_long_audio_is_decoded_timed_under_auto_whatever_the_format():
+    assert not timed_decoding("auto", requested=False, windows=1)       # a short json/text request: untimed
+    assert timed_decoding("auto", requested=False, windows=2)           # long: timed, to decode what it skipped
+    assert timed_decoding("auto", requested=True, windows=1)
+    assert not timed_decoding("none", requested=False, windows=5)       # wants_timestamps("none", ...) is False
+    assert timed_decoding("segments", requested=True, windows=1)

@@ -60,3 +60,17 @@ def split_segments(vocab: WhisperVocab, tokens: list[int], logprobs: list[float]
         floor = end
         out.append(RawSegment(round(chunk_start + start, 3), round(chunk_start + end, 3), seg.tokens, seg.logprobs))
     return out
+
+
+def decoded_until(vocab: WhisperVocab, tokens: list[int]) -> float | None:
+    """Where a timed decode that ended cleanly stopped listening, in seconds from the window's start.
+
+    openai/whisper reads the same signal to seek: the window's text ends on a timestamp and then <|endoftext|>,
+    so audio after that timestamp was not transcribed (Whisper leaves out speech it hears cut off at the window's
+    end, and sometimes a voice it takes for background). None when the decode did not end that way: hit the
+    token budget, or its last segment was left open (it then covers the window to its end).
+    """
+    body = [t for t in tokens if t != vocab.eot]
+    if len(body) == len(tokens) or not body or not vocab.is_timestamp(body[-1]):
+        return None
+    return (body[-1] - vocab.timestamp_begin) * TIMESTAMP_STEP

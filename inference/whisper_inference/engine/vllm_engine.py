@@ -13,6 +13,7 @@ import numpy as np
 from ..config import Settings
 from ..gpu import GpuInfo, choose_dtype, choose_kv_cache_dtype
 from ..languages import all_codes
+from .timestamp_rules import EXTRA_ARG, LOGITS_PROCESSOR
 from .vocab import WhisperVocab
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ def engine_args(settings: Settings, profile: EngineProfile) -> dict:
         served_model_name=[settings.model_name],
         # CPU: no CUDA graphs. GPU: graphs on (vLLM's default), the faster path for the decoder.
         enforce_eager=profile.device == "cpu", enable_log_requests=False,
+        logits_processors=[LOGITS_PROCESSOR],  # openai/whisper's timestamp rules, for timed requests
     )
     if profile.device != "cpu":
         args["gpu_memory_utilization"] = settings.gpu_memory_utilization
@@ -153,13 +155,16 @@ class WhisperEngine:
         budget = self.settings.max_model_len - len(decoder_ids)
         v = self.vocab
         timestamps = decoder_ids[-1] != v.notimestamps
-        # openai/whisper's suppressions: task and prompt markers, no-speech; <|notimestamps|> when timed
+        # openai/whisper's suppressions: task and prompt markers, no-speech; <|notimestamps|> when timed; and the
+        # non-speech symbols of its default suppress_tokens="-1"
         suppressed = [t for t in (v.sot, v.startofprev, v.transcribe, v.translate, v.nospeech,
-                                  v.notimestamps if timestamps else None) if t is not None]
+                                  v.notimestamps if timestamps else None, *v.non_speech) if t is not None]
         return SamplingParams(
             temperature=temperature, max_tokens=min(max_tokens or budget, budget),
             logprobs=0, detokenize=False, skip_special_tokens=False,
             logit_bias={t: -100.0 for t in suppressed},
+            extra_args={EXTRA_ARG: {"opening": [decoder_ids[-1]], "timestamp_begin": v.timestamp_begin,
+                                    "eot": v.eot}} if timestamps else None,
             # no_speech_prob: Whisper's probability of <|nospeech|> right after <|startoftranscript|>,
             # read from the top prompt logprobs (below the top NO_SPEECH_TOP_K it counts as 0)
             prompt_logprobs=NO_SPEECH_TOP_K if self.vocab.nospeech is not None else None)

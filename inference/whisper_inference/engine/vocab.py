@@ -6,6 +6,26 @@ from functools import cached_property
 
 TIMESTAMP_STEP = 0.02  # seconds per timestamp token
 
+# openai/whisper's non-speech symbols (tokenizer.non_speech_tokens), suppressed by its default suppress_tokens="-1":
+# without it Whisper writes "[BLANK_AUDIO]", "(music)" or "♪" for what is not speech.
+_SYMBOLS = list('"#()*+/:;<=>@[\\]^_`{|}~「」『』') + \
+    "<< >> <<< >>> -- --- -( -[ (' (\" (( )) ((( ))) [[ ]] {{ }} ♪♪ ♪♪♪".split()
+_MISC = "♩♪♫♬♭♮♯"
+
+
+def non_speech_tokens(encode) -> tuple[int, ...]:
+    """Token ids of symbols Whisper uses for non-speech annotations, as openai/whisper lists them.
+
+    `encode` turns text into token ids without special tokens. Multi-token symbols count only for the
+    musical signs (their first token), as in openai/whisper.
+    """
+    result = {encode(" -")[0], encode(" '")[0]}
+    for symbol in _SYMBOLS + list(_MISC):
+        for tokens in (encode(symbol), encode(" " + symbol)):
+            if tokens and (len(tokens) == 1 or symbol in _MISC):
+                result.add(tokens[0])
+    return tuple(sorted(result))
+
 
 @dataclass(frozen=True)
 class WhisperVocab:
@@ -17,6 +37,7 @@ class WhisperVocab:
     notimestamps: int
     nospeech: int | None
     languages: dict[str, int]  # 'en' -> id of <|en|>; empty for English-only models
+    non_speech: tuple[int, ...] = ()
 
     @property
     def multilingual(self) -> bool:
@@ -49,4 +70,5 @@ class WhisperVocab:
         return cls(sot=tid("<|startoftranscript|>"), eot=tid("<|endoftext|>"),
                    transcribe=tid("<|transcribe|>"), translate=tid("<|translate|>"),
                    startofprev=tid("<|startofprev|>"), notimestamps=tid("<|notimestamps|>"),
-                   nospeech=nospeech, languages=languages)
+                   nospeech=nospeech, languages=languages,
+                   non_speech=non_speech_tokens(lambda text: tokenizer.encode(text, add_special_tokens=False)))

@@ -1,0 +1,65 @@
+"""openai/whisper's timestamp decoding rules (ApplyTimestampRules), batched over the rows of a logits tensor.
+
+Without them a timed decode ends early: after closing a segment (`... text <|11.00|>`) the single
+likeliest token is often <|endoftext|> even when the timestamps together are far likelier, and the
+rest of the window (the next sentences) is dropped. Pure torch, no vLLM: unit-tested on tensors.
+"""
+from __future__ import annotations
+
+import torch
+
+# how vLLM finds the processor (engine/logits.py), and the SamplingParams.extra_args key that switches it on
+# for one request: {"opening": [the prompt's opening timestamp], "timestamp_begin": int, "eot": int}
+LOGITS_PROCESSOR = "whisper_inference.engine.logits:WhisperTimestampRules"
+EXTRA_ARG = "whisper_timestamps"
+
+
+def _row_rule(seq: list[int], timestamp_begin: int) -> tuple[bool, bool, int]:
+    """(mask text and the end?, mask every timestamp?, first timestamp allowed) for one sequence."""
+    last_ts = len(seq) >= 1 and seq[-1] >= timestamp_begin
+    penultimate_ts = len(seq) < 2 or seq[-2] >= timestamp_begin
+    mask_text = last_ts and not penultimate_ts      # a segment's text just ended: close it, or end the window
+    mask_stamps = last_ts and penultimate_ts        # a pair closed (or the window just opened): text must follow
+    floor = timestamp_begin
+    for t in reversed(seq):
+        if t >= timestamp_begin:
+            # the closing timestamp may equal the opening one; the next opening must be strictly later
+            floor = t if mask_text else t + 1
+            break
+    return mask_text, mask_stamps, floor
+
+
+def apply_timestamp_rules_batch(logits: torch.Tensor, rows: list[int], seqs: list[list[int]],
+                                timestamp_begin: int, eot: int) -> torch.Tensor:
+    """Mask `logits[rows[i]]` given `seqs[i]`, the tokens sampled since the prompt's task tokens (starting with
+    the window's opening timestamp, the prompt's <|0.00|>). In place; returns `logits`.
+
+    Rules, in openai/whisper's order: timestamps come in pairs (after `<|t|>text` only a timestamp or the end;
+    after a pair, text); timestamps never go back; and when the timestamps together are likelier than any single
+    text token (or <|endoftext|>), a timestamp it is. The per-row decisions are made on the host from the token
+    lists, the masking on the logits' device without a synchronization: on a GPU this runs once per step for
+    every timed sequence in the batch.
+    """
+    if not rows:
+        return logits
+    rules = [_row_rule(seq, timestamp_begin) for seq in seqs]
+    device = logits.device
+    index = torch.tensor(rows, device=device)
+    mask_text = torch.tensor([r[0] for r in rules], device=device)[:, None]
+    mask_stamps = torch.tensor([r[1] for r in rules], device=device)[:, None]
+    floor = torch.tensor([r[2] for r in rules], device=device)[:, None]
+    vocab = torch.arange(logits.shape[-1], device=device)[None, :]
+    is_stamp = vocab >= timestamp_begin
+    mask = (mask_text & (vocab < eot)) | (mask_stamps & is_stamp) | (is_stamp & (vocab < floor))
+    sub = logits[index].masked_fill(mask, float("-inf"))
+    logprobs = torch.log_softmax(sub.float(), dim=-1)
+    stamp_mass = torch.logsumexp(logprobs[:, timestamp_begin:], dim=-1)
+    best_text = logprobs[:, :timestamp_begin].max(dim=-1).values
+    force_stamp = (stamp_mass > best_text)[:, None] & ~is_stamp
+    logits[index] = sub.masked_fill(force_stamp, float("-inf"))
+    return logits
+
+
+def apply_timestamp_rules(seq: list[int], logits: torch.Tensor, timestamp_begin: int, eot: int) -> torch.Tensor:
+    """The rules for one row of logits (a copy)."""
+    return apply_timestamp_rules_batch(logits.clone()[None, :], [0], [seq], timestamp_begin, eot)[0]
