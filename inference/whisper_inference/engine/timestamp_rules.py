@@ -42,21 +42,27 @@ def apply_timestamp_rules_batch(logits: torch.Tensor, rows: list[int], seqs: lis
     """
     if not rows:
         return logits
+    neg = float("-inf")
     rules = [_row_rule(seq, timestamp_begin) for seq in seqs]
     device = logits.device
     index = torch.tensor(rows, device=device)
-    mask_text = torch.tensor([r[0] for r in rules], device=device)[:, None]
-    mask_stamps = torch.tensor([r[1] for r in rules], device=device)[:, None]
-    floor = torch.tensor([r[2] for r in rules], device=device)[:, None]
-    vocab = torch.arange(logits.shape[-1], device=device)[None, :]
-    is_stamp = vocab >= timestamp_begin
-    mask = (mask_text & (vocab < eot)) | (mask_stamps & is_stamp) | (is_stamp & (vocab < floor))
-    sub = logits[index].masked_fill(mask, float("-inf"))
-    logprobs = torch.log_softmax(sub.float(), dim=-1)
-    stamp_mass = torch.logsumexp(logprobs[:, timestamp_begin:], dim=-1)
-    best_text = logprobs[:, :timestamp_begin].max(dim=-1).values
-    force_stamp = (stamp_mass > best_text)[:, None] & ~is_stamp
-    logits[index] = sub.masked_fill(force_stamp, float("-inf"))
+    # in place on views: no copy of the [batch, vocab] tensor (this runs on every decode step)
+    text_rows = [r for r, (mask_text, _, _) in zip(rows, rules) if mask_text]
+    stamp_rows = [r for r, (_, mask_stamps, _) in zip(rows, rules) if mask_stamps]
+    if text_rows:
+        logits[torch.tensor(text_rows, device=device), :eot] = neg
+    if stamp_rows:
+        logits[torch.tensor(stamp_rows, device=device), timestamp_begin:] = neg
+    stamps = logits[index, timestamp_begin:]                    # [rows, 1501]: a small copy
+    floor = torch.tensor([r[2] - timestamp_begin for r in rules], device=device)[:, None]
+    stamps.masked_fill_(torch.arange(stamps.shape[-1], device=device)[None, :] < floor, neg)
+    logits[index, timestamp_begin:] = stamps
+    # log_softmax's normalizer is the same on both sides of the comparison: compare raw log-sum-exp and max
+    stamp_mass = torch.logsumexp(stamps.float(), dim=-1)
+    best_text = logits[:, :timestamp_begin].max(dim=-1).values[index]
+    force = torch.zeros(logits.shape[0], dtype=torch.bool, device=device)
+    force[index] = stamp_mass > best_text
+    logits[:, :timestamp_begin].masked_fill_(force[:, None], neg)
     return logits
 
 
