@@ -29,6 +29,12 @@ def _row_rule(seq: list[int], timestamp_begin: int) -> tuple[bool, bool, int]:
     return mask_text, mask_stamps, floor
 
 
+def _to(device: torch.device, values: list[int]) -> torch.Tensor:
+    """A small index tensor on `device`, copied without blocking the host (from pinned memory) on a GPU."""
+    t = torch.tensor(values, dtype=torch.long)
+    return t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t
+
+
 def apply_timestamp_rules_batch(logits: torch.Tensor, rows: list[int], seqs: list[list[int]],
                                 timestamp_begin: int, eot: int) -> torch.Tensor:
     """Mask `logits[rows[i]]` given `seqs[i]`, the tokens sampled since the prompt's task tokens (starting with
@@ -45,16 +51,16 @@ def apply_timestamp_rules_batch(logits: torch.Tensor, rows: list[int], seqs: lis
     neg = float("-inf")
     rules = [_row_rule(seq, timestamp_begin) for seq in seqs]
     device = logits.device
-    index = torch.tensor(rows, device=device)
+    index = _to(device, rows)
     # in place on views: no copy of the [batch, vocab] tensor (this runs on every decode step)
     text_rows = [r for r, (mask_text, _, _) in zip(rows, rules) if mask_text]
     stamp_rows = [r for r, (_, mask_stamps, _) in zip(rows, rules) if mask_stamps]
     if text_rows:
-        logits[torch.tensor(text_rows, device=device), :eot] = neg
+        logits[_to(device, text_rows), :eot] = neg
     if stamp_rows:
-        logits[torch.tensor(stamp_rows, device=device), timestamp_begin:] = neg
+        logits[_to(device, stamp_rows), timestamp_begin:] = neg
     stamps = logits[index, timestamp_begin:]                    # [rows, 1501]: a small copy
-    floor = torch.tensor([r[2] - timestamp_begin for r in rules], device=device)[:, None]
+    floor = _to(device, [r[2] - timestamp_begin for r in rules])[:, None]
     stamps.masked_fill_(torch.arange(stamps.shape[-1], device=device)[None, :] < floor, neg)
     logits[index, timestamp_begin:] = stamps
     # log_softmax's normalizer is the same on both sides of the comparison: compare raw log-sum-exp and max
