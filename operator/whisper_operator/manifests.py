@@ -40,6 +40,14 @@ def owner_reference(body: dict) -> dict:
             "controller": True, "blockOwnerDeletion": True}
 
 
+def owned_metadata(body: dict) -> dict:
+    """Metadata of a child the endpoint owns: its name, namespace and labels, and the controller reference that
+    lets garbage collection delete it with the endpoint."""
+    meta = body["metadata"]
+    return {"name": meta["name"], "namespace": meta["namespace"], "labels": labels(meta["name"]),
+            "ownerReferences": [owner_reference(body)]}
+
+
 def service_url(name: str, namespace: str, port: int, domain: str) -> str:
     host = f"{name}.{namespace}.svc.{domain}"
     return f"http://{host}{'' if port == 80 else f':{port}'}/v1/audio/transcriptions"
@@ -151,8 +159,7 @@ def deployment(body: dict, profile: Profile, settings: OperatorSettings) -> dict
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": name, "namespace": meta["namespace"], "labels": labels(name),
-                     "ownerReferences": [owner_reference(body)]},
+        "metadata": owned_metadata(body),
         "spec": {
             "replicas": int(spec.get("replicas", 1)),
             "revisionHistoryLimit": 3,
@@ -168,14 +175,13 @@ def deployment(body: dict, profile: Profile, settings: OperatorSettings) -> dict
 
 
 def service(body: dict) -> dict:
-    meta, spec = body["metadata"], body["spec"]
+    spec = body["spec"]
     svc = spec.get("service") or {}
-    name = meta["name"]
+    name = body["metadata"]["name"]
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {"name": name, "namespace": meta["namespace"], "labels": labels(name),
-                     "ownerReferences": [owner_reference(body)]},
+        "metadata": owned_metadata(body),
         "spec": {
             "type": svc.get("type") or "ClusterIP",
             "selector": selector_labels(name),
