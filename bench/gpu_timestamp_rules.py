@@ -4,6 +4,7 @@ Run from the repository root on a CUDA machine with torch: `python bench/gpu_tim
 synchronizations (there must be none: a sync per step would stall the GPU), the time per step for a 128-row batch,
 and whether CPU and GPU mask the same tokens. Exits 1 when a check fails, 2 without CUDA.
 """
+
 from __future__ import annotations
 
 import sys
@@ -32,7 +33,7 @@ def main() -> int:
     torch.cuda.set_sync_debug_mode("warn")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        apply_timestamp_rules_batch(logits, list(range(0, ROWS, 2)), seqs[:ROWS // 2], TS, EOT)
+        apply_timestamp_rules_batch(logits, list(range(0, ROWS, 2)), seqs[: ROWS // 2], TS, EOT)
     torch.cuda.set_sync_debug_mode(0)
     syncs = [f"{Path(w.filename).name}:{w.lineno}" for w in caught if "synchroniz" in str(w.message)]
     print("host synchronizations:", len(syncs), syncs)
@@ -45,8 +46,10 @@ def main() -> int:
     print(f"{(time.perf_counter() - began) * 10:.3f} ms per step, {ROWS} rows, {torch.cuda.get_device_name()}")
 
     seq = [TS, 100, TS + 550]
-    same = torch.equal(torch.isinf(apply_timestamp_rules(seq, torch.zeros(VOCAB), TS, EOT)),
-                       torch.isinf(apply_timestamp_rules(seq, torch.zeros(VOCAB, device="cuda"), TS, EOT).cpu()))
+    same = torch.equal(
+        torch.isinf(apply_timestamp_rules(seq, torch.zeros(VOCAB), TS, EOT)),
+        torch.isinf(apply_timestamp_rules(seq, torch.zeros(VOCAB, device="cuda"), TS, EOT).cpu()),
+    )
     print("CPU and GPU mask the same tokens:", same)
     return 0 if same and not syncs else 1
 

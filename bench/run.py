@@ -5,6 +5,7 @@ server and workload: requests/s, RTFx (audio seconds per wall second), p50/p95 l
 against the known text, peak RSS of the server's process tree; then the ratios ours/theirs, and our HTTP
 overhead (RTFx through HTTP vs calling the same engine in-process).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,11 @@ RATE = 16000
 
 
 def script(*args: str) -> str:
-    return subprocess.run([str(ROOT / "scripts" / args[0]), *args[1:]], check=True,
-                          capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    return (
+        subprocess.run([str(ROOT / "scripts" / args[0]), *args[1:]], check=True, capture_output=True, text=True)
+        .stdout.strip()
+        .splitlines()[-1]
+    )
 
 
 def build_audio(fixtures: Path, out: Path) -> dict[str, list[tuple[str, bytes, float, str]]]:
@@ -62,6 +66,7 @@ def word_error_rate(reference: str, hypothesis: str) -> float:
 
     def norm(t: str) -> str:
         return re.sub(r"\s+", " ", re.sub(r"[^\w\s']", " ", t.lower())).strip()
+
     return jiwer.wer(norm(reference), norm(hypothesis))
 
 
@@ -88,20 +93,29 @@ class RssSampler(threading.Thread):
 
 def summarize(latencies: list[float], wall: float, audio_seconds: float) -> dict:
     lat = sorted(latencies)
-    return {"requests": len(lat), "req_per_s": len(lat) / wall, "rtfx": audio_seconds / wall,
-            "p50_s": statistics.median(lat), "p95_s": lat[min(len(lat) - 1, int(round(0.95 * (len(lat) - 1))))],
-            "wall_s": wall}
+    return {
+        "requests": len(lat),
+        "req_per_s": len(lat) / wall,
+        "rtfx": audio_seconds / wall,
+        "p50_s": statistics.median(lat),
+        "p95_s": lat[min(len(lat) - 1, int(round(0.95 * (len(lat) - 1))))],
+        "wall_s": wall,
+    }
 
 
 def run_http(url: str, model: str, items: list[tuple[str, bytes, float]], concurrency: int) -> dict:
     def one(item):
         name, data, _, _ = item
         t = time.perf_counter()
-        r = httpx.post(url + "/v1/audio/transcriptions", timeout=600,
-                       data={"model": model, "language": "en", "response_format": "json"},
-                       files={"file": (f"{name}.wav", data, "audio/wav")})
+        r = httpx.post(
+            url + "/v1/audio/transcriptions",
+            timeout=600,
+            data={"model": model, "language": "en", "response_format": "json"},
+            files={"file": (f"{name}.wav", data, "audio/wav")},
+        )
         r.raise_for_status()
         return time.perf_counter() - t, word_error_rate(item[3], r.json()["text"])
+
     began = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
         results = list(pool.map(one, items))
@@ -118,13 +132,19 @@ def workload_items(audio, kind: str, repeats: int):
     return [item for _ in range(repeats) for item in audio[kind]]
 
 
-def bench_server(name: str, cmd: list[str], env: dict, ready_path: str, model: str, audio, logdir: Path,
-                 workloads=None) -> dict:
+def bench_server(
+    name: str, cmd: list[str], env: dict, ready_path: str, model: str, audio, logdir: Path, workloads=None
+) -> dict:
     port = free_port()
     log = open(logdir / f"{name}.log", "wb")
     full_env = {**os.environ, **env, "PORT": str(port), "HOST": "127.0.0.1"}
-    proc = subprocess.Popen([*cmd, *([] if "whisper_inference" in cmd else ["--port", str(port)])],
-                            env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [*cmd, *([] if "whisper_inference" in cmd else ["--port", str(port)])],
+        env=full_env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     sampler = RssSampler(proc.pid)
     sampler.start()
     url = f"http://127.0.0.1:{port}"
@@ -144,8 +164,11 @@ def bench_server(name: str, cmd: list[str], env: dict, ready_path: str, model: s
         results = {"startup_s": startup}
         for label, kind, conc, repeats in workloads or WORKLOADS:
             results[label] = run_http(url, model, workload_items(audio, kind, repeats), conc)
-            print(f"  {name:7s} {label:10s} RTFx {results[label]['rtfx']:6.2f}  p50 {results[label]['p50_s']:6.2f}s"
-                  f"  WER {results[label]['wer']:.3f}", flush=True)
+            print(
+                f"  {name:7s} {label:10s} RTFx {results[label]['rtfx']:6.2f}  p50 {results[label]['p50_s']:6.2f}s"
+                f"  WER {results[label]['wer']:.3f}",
+                flush=True,
+            )
         results["peak_rss_gb"] = sampler.peak / 2**30
         return results
     finally:
@@ -183,6 +206,7 @@ def bench_in_process(model_path: str, audio) -> dict:
                         s = time.perf_counter()
                         await t.run(TranscriptionJob(data, language="en"))
                         lat.append(time.perf_counter() - s)
+
                 began = time.perf_counter()
                 await asyncio.gather(*(one(i[1]) for i in items))
                 results[label] = summarize(lat, time.perf_counter() - began, sum(i[2] for i in items))
@@ -190,6 +214,7 @@ def bench_in_process(model_path: str, audio) -> dict:
         finally:
             engine.shutdown()
         return results
+
     return asyncio.run(main())
 
 
@@ -197,28 +222,37 @@ def table(ours: dict, theirs: dict, inproc: dict, untimed: dict) -> str:
     rows = ["| workload | server | req/s | RTFx | p50 s | p95 s | WER |", "| --- | --- | --- | --- | --- | --- | --- |"]
 
     def ratio(label: str, name: str, o: dict, t: dict) -> str:
-        return (f"| {label} | **{name}** | {o['req_per_s'] / t['req_per_s']:.2f}x | {o['rtfx'] / t['rtfx']:.2f}x "
-                f"| {o['p50_s'] / t['p50_s']:.2f}x | {o['p95_s'] / t['p95_s']:.2f}x | |")
+        return (
+            f"| {label} | **{name}** | {o['req_per_s'] / t['req_per_s']:.2f}x | {o['rtfx'] / t['rtfx']:.2f}x "
+            f"| {o['p50_s'] / t['p50_s']:.2f}x | {o['p95_s'] / t['p95_s']:.2f}x | |"
+        )
+
     for label, *_ in WORKLOADS:
         servers = [("kubewhisper", ours), ("vllm serve", theirs)]
         if label in untimed:
             servers.insert(1, ("kubewhisper TIMESTAMPS=none", untimed))
         for name, res in servers:
             r = res[label]
-            rows.append(f"| {label} | {name} | {r['req_per_s']:.2f} | {r['rtfx']:.2f} | {r['p50_s']:.2f} "
-                        f"| {r['p95_s']:.2f} | {r['wer']:.3f} |")
+            rows.append(
+                f"| {label} | {name} | {r['req_per_s']:.2f} | {r['rtfx']:.2f} | {r['p50_s']:.2f} "
+                f"| {r['p95_s']:.2f} | {r['wer']:.3f} |"
+            )
         rows.append(ratio(label, "ours/theirs", ours[label], theirs[label]))
         if label in untimed:
             rows.append(ratio(label, "ours (none)/theirs", untimed[label], theirs[label]))
     rows.append("")
-    rows.append(f"Peak RSS (process tree): kubewhisper {ours['peak_rss_gb']:.2f} GB, vllm serve "
-                f"{theirs['peak_rss_gb']:.2f} GB (ratio {ours['peak_rss_gb'] / theirs['peak_rss_gb']:.2f}x); "
-                f"start-up to ready: {ours['startup_s']:.0f} s vs {theirs['startup_s']:.0f} s.")
+    rows.append(
+        f"Peak RSS (process tree): kubewhisper {ours['peak_rss_gb']:.2f} GB, vllm serve "
+        f"{theirs['peak_rss_gb']:.2f} GB (ratio {ours['peak_rss_gb'] / theirs['peak_rss_gb']:.2f}x); "
+        f"start-up to ready: {ours['startup_s']:.0f} s vs {theirs['startup_s']:.0f} s."
+    )
     rows.append("")
     rows.append("HTTP overhead (1 - RTFx through HTTP / RTFx in-process, same engine):")
     for label, *_ in WORKLOADS:
-        rows.append(f"- {label}: {100 * (1 - ours[label]['rtfx'] / inproc[label]['rtfx']):+.1f}% "
-                    f"(HTTP {ours[label]['rtfx']:.2f} vs in-process {inproc[label]['rtfx']:.2f})")
+        rows.append(
+            f"- {label}: {100 * (1 - ours[label]['rtfx'] / inproc[label]['rtfx']):+.1f}% "
+            f"(HTTP {ours[label]['rtfx']:.2f} vs in-process {inproc[label]['rtfx']:.2f})"
+        )
     return "\n".join(rows)
 
 
@@ -232,34 +266,90 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     audio = build_audio(fixtures, out)
-    print(f"audio: {len(audio['short'])} short clips ({sum(c[2] for c in audio['short']):.0f} s), "
-          f"long {audio['long'][0][2]:.0f} s; model {model}", flush=True)
-    common = {"HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1",
-              "PYTHONPATH": f"{ROOT / 'inference'}:{ROOT / 'operator'}"}
+    print(
+        f"audio: {len(audio['short'])} short clips ({sum(c[2] for c in audio['short']):.0f} s), "
+        f"long {audio['long'][0][2]:.0f} s; model {model}",
+        flush=True,
+    )
+    common = {
+        "HF_HUB_OFFLINE": "1",
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+        "PYTHONPATH": f"{ROOT / 'inference'}:{ROOT / 'operator'}",
+    }
     print("in-process engine:", flush=True)
     inproc = bench_in_process(model, audio)
     print("servers:", flush=True)
-    ours = bench_server("ours", [sys.executable, "-m", "whisper_inference"],
-                        {**common, "MODEL_ID": model, "SERVED_MODEL_NAME": "whisper", "MAX_NUM_SEQS": "16",
-                         "MAX_CONCURRENT_REQUESTS": "16", "LOG_LEVEL": "warning"},
-                        "/ready", "whisper", audio, out)
+    ours = bench_server(
+        "ours",
+        [sys.executable, "-m", "whisper_inference"],
+        {
+            **common,
+            "MODEL_ID": model,
+            "SERVED_MODEL_NAME": "whisper",
+            "MAX_NUM_SEQS": "16",
+            "MAX_CONCURRENT_REQUESTS": "16",
+            "LOG_LEVEL": "warning",
+        },
+        "/ready",
+        "whisper",
+        audio,
+        out,
+    )
     # short clips are one window, decoded untimed under TIMESTAMPS=auto already: only long audio differs
-    untimed = bench_server("ours-none", [sys.executable, "-m", "whisper_inference"],
-                           {**common, "MODEL_ID": model, "SERVED_MODEL_NAME": "whisper", "MAX_NUM_SEQS": "16",
-                            "MAX_CONCURRENT_REQUESTS": "16", "LOG_LEVEL": "warning", "TIMESTAMPS": "none"},
-                           "/ready", "whisper", audio, out, workloads=[w for w in WORKLOADS if w[1] == "long"])
-    theirs = bench_server("vllm", [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model,
-                                   "--served-model-name", "whisper", "--dtype", "float32",
-                                   "--max-model-len", "448", "--max-num-seqs", "16", "--enforce-eager",
-                                   "--host", "127.0.0.1"],
-                          common, "/health", "whisper", audio, out)
-    report = (f"`make bench`, {date.today()}, {platform.machine()} {psutil.cpu_count()} CPUs, "
-              f"{psutil.virtual_memory().total / 2**30:.0f} GiB, no GPU, vllm-cpu 0.32.0, float32, "
-              f"model {Path(model).name}\n\n" + table(ours, theirs, inproc, untimed))
+    untimed = bench_server(
+        "ours-none",
+        [sys.executable, "-m", "whisper_inference"],
+        {
+            **common,
+            "MODEL_ID": model,
+            "SERVED_MODEL_NAME": "whisper",
+            "MAX_NUM_SEQS": "16",
+            "MAX_CONCURRENT_REQUESTS": "16",
+            "LOG_LEVEL": "warning",
+            "TIMESTAMPS": "none",
+        },
+        "/ready",
+        "whisper",
+        audio,
+        out,
+        workloads=[w for w in WORKLOADS if w[1] == "long"],
+    )
+    theirs = bench_server(
+        "vllm",
+        [
+            sys.executable,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            model,
+            "--served-model-name",
+            "whisper",
+            "--dtype",
+            "float32",
+            "--max-model-len",
+            "448",
+            "--max-num-seqs",
+            "16",
+            "--enforce-eager",
+            "--host",
+            "127.0.0.1",
+        ],
+        common,
+        "/health",
+        "whisper",
+        audio,
+        out,
+    )
+    report = (
+        f"`make bench`, {date.today()}, {platform.machine()} {psutil.cpu_count()} CPUs, "
+        f"{psutil.virtual_memory().total / 2**30:.0f} GiB, no GPU, vllm-cpu 0.32.0, float32, "
+        f"model {Path(model).name}\n\n" + table(ours, theirs, inproc, untimed)
+    )
     print("\n" + report)
     (out / "report.md").write_text(report + "\n")
-    (out / "results.json").write_text(json.dumps({"ours": ours, "ours_timestamps_none": untimed, "vllm": theirs,
-                                                  "in_process": inproc}, indent=2))
+    (out / "results.json").write_text(
+        json.dumps({"ours": ours, "ours_timestamps_none": untimed, "vllm": theirs, "in_process": inproc}, indent=2)
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """Shared fixtures: cached models and speech (built by the project's own scripts), real servers."""
+
 from __future__ import annotations
 
 import os
@@ -16,8 +17,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def script_output(*args: str) -> list[str]:
-    out = subprocess.run([str(ROOT / "scripts" / args[0]), *args[1:]], check=True,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [str(ROOT / "scripts" / args[0]), *args[1:]], check=True, capture_output=True, text=True
+    ).stdout
     return out.strip().splitlines()
 
 
@@ -81,11 +83,21 @@ class ServerProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
-        full_env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(self.port),
-                    "PYTHONPATH": f"{ROOT / 'inference'}:{ROOT / 'operator'}", **env}
+        full_env = {
+            **os.environ,
+            "HOST": "127.0.0.1",
+            "PORT": str(self.port),
+            "PYTHONPATH": f"{ROOT / 'inference'}:{ROOT / 'operator'}",
+            **env,
+        }
         self.log = open(log_path, "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "whisper_inference"], env=full_env,
-                                     stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "whisper_inference"],
+            env=full_env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def wait_ready(self, timeout: float = 300) -> None:
         deadline = time.monotonic() + timeout

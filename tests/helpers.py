@@ -1,4 +1,5 @@
 """Helpers shared by test modules."""
+
 from __future__ import annotations
 
 import re
@@ -10,4 +11,5 @@ def normalize(text: str) -> str:
 
 def wer(reference: str, hypothesis: str) -> float:
     import jiwer
+
     return jiwer.wer(normalize(reference), normalize(hypothesis))

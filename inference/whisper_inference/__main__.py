@@ -1,4 +1,5 @@
 """`python -m whisper_inference`: validate the environment, then serve with uvicorn."""
+
 from __future__ import annotations
 
 import logging
@@ -7,13 +8,13 @@ import sys
 
 def main() -> int:
     from .config import ConfigError, load_settings
+
     try:
         settings = load_settings()
     except ConfigError as exc:
         print(f"kubewhisper: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import uvicorn
 
     from .api.app import create_app
@@ -34,9 +35,15 @@ def main() -> int:
             server.should_exit = True
 
     app = create_app(settings, on_fatal=stop)
-    server = DrainingServer(uvicorn.Config(app, host=settings.host, port=settings.port,
-                                           log_level=settings.log_level.lower(),
-                                           timeout_graceful_shutdown=settings.grace_period_seconds))
+    server = DrainingServer(
+        uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level.lower(),
+            timeout_graceful_shutdown=settings.grace_period_seconds,
+        )
+    )
     server.run()
     return 1 if app.state.server.fatal else 0
 

@@ -1,4 +1,5 @@
 """The server's one settings object, read from the environment and validated at start-up."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,13 +9,28 @@ from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DTYPE_ALIASES = {
-    "auto": "auto", "": "auto",
-    "half": "half", "float16": "half", "fp16": "half",
-    "bfloat16": "bfloat16", "bf16": "bfloat16",
-    "float32": "float32", "fp32": "float32", "float": "float32",
+    "auto": "auto",
+    "": "auto",
+    "half": "half",
+    "float16": "half",
+    "fp16": "half",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float32": "float32",
+    "fp32": "float32",
+    "float": "float32",
 }
-KV_CACHE_ALIASES = {"auto": "auto", "": "auto", "fp8": "fp8", "fp16": "fp16", "float16": "fp16",
-                    "bf16": "bf16", "bfloat16": "bf16", "fp32": "fp32", "float32": "fp32"}
+KV_CACHE_ALIASES = {
+    "auto": "auto",
+    "": "auto",
+    "fp8": "fp8",
+    "fp16": "fp16",
+    "float16": "fp16",
+    "bf16": "bf16",
+    "bfloat16": "bf16",
+    "fp32": "fp32",
+    "float32": "fp32",
+}
 
 
 class ConfigError(ValueError):
@@ -24,8 +40,7 @@ class ConfigError(ValueError):
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", populate_by_name=True)
 
-    model_id: str = Field(validation_alias="MODEL_ID",
-                          description="HF model id or local path of a Whisper model")
+    model_id: str = Field(validation_alias="MODEL_ID", description="HF model id or local path of a Whisper model")
     served_model_name: str | None = Field(None, validation_alias="SERVED_MODEL_NAME")
     dtype: str = Field("auto", validation_alias=AliasChoices("DTYPE", "VLLM_DTYPE"))
     kv_cache_dtype: str = Field("fp16", validation_alias="VLLM_KV_CACHE_DTYPE")
@@ -74,6 +89,7 @@ class Settings(BaseSettings):
     @classmethod
     def _language(cls, v: str | None) -> str | None:
         from .languages import normalize_language
+
         return None if v is None else normalize_language(v)
 
     @field_validator("attention_backend")

@@ -1,4 +1,5 @@
 """GPU capability (NVML) and the dtype rule that follows from it."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -3,6 +3,7 @@
 Writes one JSON object to stdout and to the container's termination message file, where the operator
 reads it from the pod status.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,11 @@ from .gpu import detect_gpu
 
 def main() -> int:
     gpu = detect_gpu()
-    result = ({"error": "no NVIDIA GPU visible through NVML"} if gpu is None else
-              {"major": gpu.major, "minor": gpu.minor, "product": gpu.product, "memoryMiB": gpu.memory_mib})
+    result = (
+        {"error": "no NVIDIA GPU visible through NVML"}
+        if gpu is None
+        else {"major": gpu.major, "minor": gpu.minor, "product": gpu.product, "memoryMiB": gpu.memory_mib}
+    )
     text = json.dumps(result)
     print(text)
     path = os.environ.get("TERMINATION_MESSAGE_PATH", "/dev/termination-log")

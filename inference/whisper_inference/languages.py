@@ -1,4 +1,5 @@
 """Whisper's languages: ISO 639-1 codes, the full names OpenAI returns, and request normalization."""
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -8,6 +9,7 @@ from functools import lru_cache
 def _tables() -> tuple[dict[str, str], dict[str, str]]:
     # transformers (a vLLM dependency) carries Whisper's own table; reuse it rather than copy 100 rows.
     from transformers.models.whisper.tokenization_whisper import LANGUAGES, TO_LANGUAGE_CODE
+
     return dict(LANGUAGES), dict(TO_LANGUAGE_CODE)
 
 

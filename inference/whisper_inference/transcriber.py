@@ -1,10 +1,11 @@
 """One transcription or translation request, end to end: decode, limit, chunk, detect, generate, segment."""
+
 from __future__ import annotations
 
 import asyncio
 import zlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import AsyncIterator
 
 import numpy as np
 
@@ -65,22 +66,23 @@ class Transcript:
 @dataclass(frozen=True)
 class TranscriptionJob:
     audio: bytes
-    task: str = "transcribe"          # or "translate"
-    language: str | None = None       # ISO 639-1, already normalized
+    task: str = "transcribe"  # or "translate"
+    language: str | None = None  # ISO 639-1, already normalized
     prompt: str | None = None
     temperature: float = 0.0
-    timestamps: bool = False          # ask Whisper for timestamp tokens
+    timestamps: bool = False  # ask Whisper for timestamp tokens
 
 
 @dataclass
 class Plan:
     """A decoded upload, ready for the engine."""
+
     duration: float
     chunks: list[Chunk]
     language: str
     decoder_ids: list[int]
-    timestamps: bool = False    # decode with timestamp tokens (see timed_decoding)
-    speech_level: float = 0.0   # the upload's loud-frame energy: what "not silence" means for this audio
+    timestamps: bool = False  # decode with timestamp tokens (see timed_decoding)
+    speech_level: float = 0.0  # the upload's loud-frame energy: what "not silence" means for this audio
 
 
 def mean_logprob(logprobs: list[float], empty: float = 0.0) -> float:
@@ -124,9 +126,11 @@ def best_attempt(attempts: list[tuple]) -> tuple:
     of the long-audio test set). A hallucination loop compresses far past it (20 for "la la la ...") and still
     loses to an unlikely but sane attempt.
     """
+
     def key(a):
         excess = max(0.0, compression_ratio(a[0]) - COMPRESSION_RATIO_THRESHOLD)
         return mean_logprob(a[1], float("-inf")) - excess, -a[2]
+
     return max(attempts, key=key)
 
 
@@ -144,8 +148,11 @@ class Transcriber:
         duration = len(samples) / self.settings.sampling_rate
         limit = self.settings.max_audio_seconds
         if limit and duration > limit:
-            raise RequestError(f"audio is {duration:.1f} s long; this server accepts at most {limit:g} s "
-                               f"(MAX_AUDIO_SECONDS)", param="file", code="audio_too_long")
+            raise RequestError(
+                f"audio is {duration:.1f} s long; this server accepts at most {limit:g} s (MAX_AUDIO_SECONDS)",
+                param="file",
+                code="audio_too_long",
+            )
         return samples, duration
 
     async def language_for(self, job: TranscriptionJob, first: Chunk) -> str:
@@ -153,9 +160,11 @@ class Transcriber:
         forced = self.settings.language_force or job.language
         if not vocab.multilingual:
             if forced not in (None, "en"):
-                raise RequestError(f"model {self.settings.model_name} is English-only; language "
-                                   f"{forced!r} is not supported", param="language",
-                                   code="unsupported_language")
+                raise RequestError(
+                    f"model {self.settings.model_name} is English-only; language {forced!r} is not supported",
+                    param="language",
+                    code="unsupported_language",
+                )
             return "en"
         if forced is not None:
             return forced
@@ -168,8 +177,7 @@ class Transcriber:
         language = await self.language_for(job, chunks[0])
         previous = self.engine.encode_text(job.prompt) if job.prompt else None
         timed = timed_decoding(self.settings.timestamps, job.timestamps, len(chunks))
-        ids = decoder_prompt(self.engine.vocab, language=language, task=job.task, timestamps=timed,
-                             previous=previous)
+        ids = decoder_prompt(self.engine.vocab, language=language, task=job.task, timestamps=timed, previous=previous)
         return Plan(duration, chunks, language, ids, timed, speech_level(samples, rate))
 
     async def generate(self, chunk: Chunk, plan: Plan, temperature: float) -> tuple[Generation, float]:
@@ -212,8 +220,9 @@ class Transcriber:
             results = await asyncio.gather(*(self.generate(c, plan, job.temperature) for c in windows))
             rests = []
             for chunk, (gen, temperature) in zip(windows, results):
-                raw = split_segments(self.engine.vocab, gen.tokens, gen.logprobs, chunk.start,
-                                     chunk.duration(rate), plan.timestamps)
+                raw = split_segments(
+                    self.engine.vocab, gen.tokens, gen.logprobs, chunk.start, chunk.duration(rate), plan.timestamps
+                )
                 if is_silence(gen.no_speech_prob, raw):
                     continue
                 decoded.append((chunk, gen, temperature, raw))
@@ -227,19 +236,29 @@ class Transcriber:
         for chunk, gen, temperature, raw in decoded:
             for r in raw:
                 text = self.engine.decode(r.tokens)
-                segments.append(Segment(
-                    id=len(segments), seek=int(round(chunk.start * 100)), start=r.start, end=r.end,
-                    text=text, tokens=r.tokens, temperature=temperature,
-                    avg_logprob=round(mean_logprob(r.logprobs), 6),
-                    compression_ratio=compression_ratio(text),
-                    no_speech_prob=round(gen.no_speech_prob or 0.0, 6)))
+                segments.append(
+                    Segment(
+                        id=len(segments),
+                        seek=int(round(chunk.start * 100)),
+                        start=r.start,
+                        end=r.end,
+                        text=text,
+                        tokens=r.tokens,
+                        temperature=temperature,
+                        avg_logprob=round(mean_logprob(r.logprobs), 6),
+                        compression_ratio=compression_ratio(text),
+                        no_speech_prob=round(gen.no_speech_prob or 0.0, 6),
+                    )
+                )
         text = "".join(s.text for s in segments).strip()
-        return Transcript(task=job.task, language=plan.language, duration=round(plan.duration, 3),
-                          text=text, segments=segments)
+        return Transcript(
+            task=job.task, language=plan.language, duration=round(plan.duration, 3), text=text, segments=segments
+        )
 
     async def stream(self, job: TranscriptionJob, plan: Plan) -> AsyncIterator[str]:
         """Text deltas in order: window 0 token by token while later windows already run; a timed window that
         stopped early has its rest decoded (and streamed) before the next window's text."""
+
         async def produce(chunk: Chunk, queue: asyncio.Queue) -> None:
             try:
                 async for tokens in self.engine.generate_tokens(chunk.samples, plan.decoder_ids, job.temperature):
@@ -261,7 +280,7 @@ class Transcriber:
                             continue  # a multi-byte character is not complete yet
                         full = (prefix + text) if prefix else text.lstrip()
                         if len(full) > len(emitted) and full.startswith(emitted):
-                            yield full[len(emitted):]
+                            yield full[len(emitted) :]
                             emitted = full
                     await task  # re-raise an engine error from this window
                     rest = self.rest(chunk, tokens, plan) if plan.timestamps and round_ < MAX_REST_ROUNDS else None

@@ -6,6 +6,7 @@ CUDA backends that qualify are FLASH_ATTN (compute capability >= 8.0) and TRITON
 that works on Turing/Volta). FLASHINFER and FLEX_ATTENTION are decoder/encoder-only there, so they are never offered.
 ``tests/unit/test_operator_attention.py`` imports the installed registry and fails if this table drifts from it.
 """
+
 from __future__ import annotations
 
 # name -> minimum compute capability (None: no floor)

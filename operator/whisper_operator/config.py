@@ -2,6 +2,7 @@
 
 A bad value stops the operator before it touches the cluster, with pydantic's message naming the variable.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -23,8 +24,12 @@ class OperatorSettings(BaseSettings):
     mixed_pool_policy: Literal["Pin", "SafestCommon"] = Field(
         "Pin", description="Default for spec.gpu.mixedPoolPolicy when candidate nodes differ in compute capability."
     )
-    probe_enabled: bool = Field(True, description="Run an NVML probe Job on GPU nodes with neither GFD labels nor a known product.")
-    probe_timeout_seconds: float = Field(300.0, gt=0, description="A probe that has not answered by then counts as failed.")
+    probe_enabled: bool = Field(
+        True, description="Run an NVML probe Job on GPU nodes with neither GFD labels nor a known product."
+    )
+    probe_timeout_seconds: float = Field(
+        300.0, gt=0, description="A probe that has not answered by then counts as failed."
+    )
     probe_image: str | None = Field(None, description="Image of the NVML probe Job (default: default_image).")
     startup_probe_seconds: int = Field(
         1800, ge=60, le=86400, description="How long the startupProbe lets the model load before liveness applies."
@@ -47,7 +52,8 @@ class OperatorSettings(BaseSettings):
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     watch_namespaces: str = Field(
-        "", description="Comma-separated namespaces the operator may see (same as its --namespace flags); empty: all.")
+        "", description="Comma-separated namespaces the operator may see (same as its --namespace flags); empty: all."
+    )
 
     @property
     def namespaces(self) -> list[str]:
@@ -68,9 +74,11 @@ class OperatorSettings(BaseSettings):
             raise ValueError("must be a domain name with a dot, e.g. kubewhisper.dev")
         return value
 
-    def check(self) -> "OperatorSettings":
+    def check(self) -> OperatorSettings:
         if self.webhook_enabled and not (self.webhook_cert_file and self.webhook_key_file):
-            raise ValueError("KUBEWHISPER_WEBHOOK_ENABLED needs KUBEWHISPER_WEBHOOK_CERT_FILE and KUBEWHISPER_WEBHOOK_KEY_FILE")
+            raise ValueError(
+                "KUBEWHISPER_WEBHOOK_ENABLED needs KUBEWHISPER_WEBHOOK_CERT_FILE and KUBEWHISPER_WEBHOOK_KEY_FILE"
+            )
         return self
 
 

@@ -1,4 +1,5 @@
 """Typed errors of the pure layer. Handlers translate them into conditions or kopf retry errors."""
+
 from __future__ import annotations
 
 

@@ -4,6 +4,7 @@ GFD writes the product as e.g. ``NVIDIA-H100-80GB-HBM3`` or ``Tesla-T4``; the NV
 Matching is on normalised tokens, longest model name first (so ``A100`` never matches ``A10`` and ``L40S`` wins over
 ``L40``).
 """
+
 from __future__ import annotations
 
 import re

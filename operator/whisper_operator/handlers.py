@@ -4,6 +4,7 @@ Run with ``kopf run --standalone --all-namespaces -m whisper_operator.handlers``
 turns kopf's own peering off: one active replica is ensured by a Lease (see leader.py), because kopf peering freezes
 replicas of equal priority.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -12,14 +13,14 @@ import os
 import socket
 
 import kopf
-from kubernetes import client, config as kconfig
+from kubernetes import client
+from kubernetes import config as kconfig
 
-from . import GROUP, MANAGED_BY, PLURAL, VERSION
+from . import GROUP, MANAGED_BY, PLURAL, VERSION, webhook
 from .config import get_settings
 from .leader import AlwaysLeader, LeaseElector
 from .manifests import ENDPOINT_LABEL
 from .reconcile import Kube, Reconciler, Transient
-from . import webhook
 
 log = logging.getLogger("whisper_operator")
 SETTINGS = get_settings()  # validated at import, i.e. before the operator starts: a bad env stops it here
@@ -31,8 +32,7 @@ def _emit(body: dict, type_: str, reason: str, message: str) -> None:
         kopf.event(body, type=type_, reason=reason, message=message)
     except Exception as e:  # events are best effort; never fail a reconcile for them
         log.debug("event not posted: %r", e)
-    log.info("%s/%s %s %s: %s", body["metadata"].get("namespace"), body["metadata"].get("name"), type_, reason,
-             message)
+    log.info("%s/%s %s %s: %s", body["metadata"].get("namespace"), body["metadata"].get("name"), type_, reason, message)
 
 
 def _load_kube_config() -> client.ApiClient:
@@ -63,8 +63,13 @@ async def startup(settings: kopf.OperatorSettings, **_):
     STATE["reconciler"] = Reconciler(kube, SETTINGS, _emit)
     if SETTINGS.leader_election:
         identity = SETTINGS.identity or f"{socket.gethostname()}-{os.getpid()}"
-        elector = LeaseElector(client.CoordinationV1Api(api), SETTINGS.lease_name, SETTINGS.lease_namespace,
-                               identity, SETTINGS.lease_duration_seconds)
+        elector = LeaseElector(
+            client.CoordinationV1Api(api),
+            SETTINGS.lease_name,
+            SETTINGS.lease_namespace,
+            identity,
+            SETTINGS.lease_duration_seconds,
+        )
     else:
         elector = AlwaysLeader()
     STATE["elector"] = elector
@@ -143,8 +148,9 @@ def child_event(namespace, labels, **_):
         _reconcile(namespace, owner)
 
 
-@kopf.on.event("", "v1", "pods", labels={"app.kubernetes.io/component": "gpu-probe",
-                                          "app.kubernetes.io/managed-by": MANAGED_BY})
+@kopf.on.event(
+    "", "v1", "pods", labels={"app.kubernetes.io/component": "gpu-probe", "app.kubernetes.io/managed-by": MANAGED_BY}
+)
 def probe_pod_event(namespace, **_):
     if not STATE.get("elector") or not STATE["elector"].is_leader:
         return
@@ -163,5 +169,4 @@ def validate_endpoint(spec, **_):
 
 # kopf refuses to start with admission handlers but no admission server: register only when the webhook is on.
 if SETTINGS.webhook_enabled:
-    kopf.on.validate(GROUP, VERSION, PLURAL, id="validate-endpoint", operations=["CREATE", "UPDATE"])(
-        validate_endpoint)
+    kopf.on.validate(GROUP, VERSION, PLURAL, id="validate-endpoint", operations=["CREATE", "UPDATE"])(validate_endpoint)

@@ -3,6 +3,7 @@
 Standby replicas keep running (their liveness endpoint answers) but every handler returns at once until they hold the
 Lease; the holder renews it every third of its duration and a replica whose renewal fails stops acting immediately.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -37,9 +38,18 @@ class LeaseElector:
         meta = {"name": self.name, "namespace": self.namespace}
         if resource_version:
             meta["resourceVersion"] = resource_version
-        return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": meta, "spec": {
-            "holderIdentity": self.identity, "leaseDurationSeconds": int(max(1, round(self.duration))),
-            "acquireTime": _micro(acquired), "renewTime": _micro(_now()), "leaseTransitions": transitions}}
+        return {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": meta,
+            "spec": {
+                "holderIdentity": self.identity,
+                "leaseDurationSeconds": int(max(1, round(self.duration))),
+                "acquireTime": _micro(acquired),
+                "renewTime": _micro(_now()),
+                "leaseTransitions": transitions,
+            },
+        }
 
     def try_acquire_or_renew(self) -> bool:
         """One round of the election; returns whether this replica holds the Lease afterwards."""
@@ -56,11 +66,15 @@ class LeaseElector:
             transitions = spec.lease_transitions or 0
             if spec.holder_identity == self.identity:
                 self.api.replace_namespaced_lease(
-                    self.name, self.namespace, self._body(transitions, spec.acquire_time or _now(), rv))
+                    self.name, self.namespace, self._body(transitions, spec.acquire_time or _now(), rv)
+                )
                 return self._set(True, "renewed")
             renew = spec.renew_time or spec.acquire_time
-            expired = (not spec.holder_identity or renew is None or
-                       (_now() - renew).total_seconds() > (spec.lease_duration_seconds or self.duration))
+            expired = (
+                not spec.holder_identity
+                or renew is None
+                or (_now() - renew).total_seconds() > (spec.lease_duration_seconds or self.duration)
+            )
             if not expired:
                 return self._set(False, f"held by {spec.holder_identity}")
             self.api.replace_namespaced_lease(self.name, self.namespace, self._body(transitions + 1, _now(), rv))
@@ -81,8 +95,11 @@ class LeaseElector:
         try:
             lease = self.api.read_namespaced_lease(self.name, self.namespace)
             if lease.spec.holder_identity == self.identity:
-                body = self._body(lease.spec.lease_transitions or 0, lease.spec.acquire_time or _now(),
-                                  lease.metadata.resource_version)
+                body = self._body(
+                    lease.spec.lease_transitions or 0,
+                    lease.spec.acquire_time or _now(),
+                    lease.metadata.resource_version,
+                )
                 body["spec"]["holderIdentity"] = None
                 self.api.replace_namespaced_lease(self.name, self.namespace, body)
         except Exception as e:  # best effort: the Lease expires anyway

@@ -3,6 +3,7 @@
 They are applied with server-side apply, so every field listed here is owned by the operator: a hand edit of one of
 them is reverted at the next reconcile, and fields nobody lists here are left alone.
 """
+
 from __future__ import annotations
 
 import copy
@@ -36,16 +37,26 @@ def selector_string(name: str) -> str:
 
 def owner_reference(body: dict) -> dict:
     meta = body["metadata"]
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "name": meta["name"], "uid": meta["uid"],
-            "controller": True, "blockOwnerDeletion": True}
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": KIND,
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
 
 
 def owned_metadata(body: dict) -> dict:
     """Metadata of a child the endpoint owns: its name, namespace and labels, and the controller reference that
     lets garbage collection delete it with the endpoint."""
     meta = body["metadata"]
-    return {"name": meta["name"], "namespace": meta["namespace"], "labels": labels(meta["name"]),
-            "ownerReferences": [owner_reference(body)]}
+    return {
+        "name": meta["name"],
+        "namespace": meta["namespace"],
+        "labels": labels(meta["name"]),
+        "ownerReferences": [owner_reference(body)],
+    }
 
 
 def service_url(name: str, namespace: str, port: int, domain: str) -> str:
@@ -91,8 +102,14 @@ def container_env(spec: dict, profile: Profile, grace_seconds: int = 60) -> list
         env.append({"name": "WHISPER_SEGMENT_DURATION_SEC", "value": str(spec["segmentDurationSec"])})
     ref = spec.get("apiKeySecretRef")
     if ref:
-        env.append({"name": "API_KEY", "valueFrom": {"secretKeyRef": {
-            "name": ref["name"], "key": ref.get("key") or "api-key", "optional": False}}})
+        env.append(
+            {
+                "name": "API_KEY",
+                "valueFrom": {
+                    "secretKeyRef": {"name": ref["name"], "key": ref.get("key") or "api-key", "optional": False}
+                },
+            }
+        )
     cache = spec.get("modelCache")
     if cache:
         env.append({"name": "HF_HOME", "value": cache.get("mountPath") or "/models"})
@@ -117,36 +134,67 @@ def deployment(body: dict, profile: Profile, settings: OperatorSettings) -> dict
     mounts = [{"name": "dshm", "mountPath": "/dev/shm"}]
     cache = spec.get("modelCache")
     if cache:
-        volumes.append({"name": "model-cache", "persistentVolumeClaim": {
-            "claimName": cache["claimName"], "readOnly": bool(cache.get("readOnly", False))}})
-        mounts.append({"name": "model-cache", "mountPath": cache.get("mountPath") or "/models",
-                       "readOnly": bool(cache.get("readOnly", False))})
+        volumes.append(
+            {
+                "name": "model-cache",
+                "persistentVolumeClaim": {
+                    "claimName": cache["claimName"],
+                    "readOnly": bool(cache.get("readOnly", False)),
+                },
+            }
+        )
+        mounts.append(
+            {
+                "name": "model-cache",
+                "mountPath": cache.get("mountPath") or "/models",
+                "readOnly": bool(cache.get("readOnly", False)),
+            }
+        )
     startup_period = 10
     pod_spec = {
         "terminationGracePeriodSeconds": settings.termination_grace_seconds,
         "automountServiceAccountToken": False,
         "securityContext": {  # Pod Security Standards: restricted
-            "runAsNonRoot": True, "runAsUser": INFERENCE_UID, "runAsGroup": INFERENCE_UID,
+            "runAsNonRoot": True,
+            "runAsUser": INFERENCE_UID,
+            "runAsGroup": INFERENCE_UID,
             "fsGroup": INFERENCE_UID,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "containers": [{
-            "name": "whisper",
-            "image": spec.get("image") or settings.default_image,
-            "imagePullPolicy": spec.get("imagePullPolicy") or "IfNotPresent",
-            "ports": [{"name": "http", "containerPort": CONTAINER_PORT, "protocol": "TCP"}],
-            "env": container_env(spec, profile, settings.termination_grace_seconds),
-            "resources": resources(spec),
-            "startupProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": startup_period,
-                             "failureThreshold": max(1, settings.startup_probe_seconds // startup_period)},
-            "livenessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 10,
-                              "timeoutSeconds": 5, "failureThreshold": 3},
-            "readinessProbe": {"httpGet": {"path": "/ready", "port": "http"}, "periodSeconds": 5,
-                               "timeoutSeconds": 3, "failureThreshold": 3},
-            "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
-                                "runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
-            "volumeMounts": mounts,
-        }],
+        "containers": [
+            {
+                "name": "whisper",
+                "image": spec.get("image") or settings.default_image,
+                "imagePullPolicy": spec.get("imagePullPolicy") or "IfNotPresent",
+                "ports": [{"name": "http", "containerPort": CONTAINER_PORT, "protocol": "TCP"}],
+                "env": container_env(spec, profile, settings.termination_grace_seconds),
+                "resources": resources(spec),
+                "startupProbe": {
+                    "httpGet": {"path": "/health", "port": "http"},
+                    "periodSeconds": startup_period,
+                    "failureThreshold": max(1, settings.startup_probe_seconds // startup_period),
+                },
+                "livenessProbe": {
+                    "httpGet": {"path": "/health", "port": "http"},
+                    "periodSeconds": 10,
+                    "timeoutSeconds": 5,
+                    "failureThreshold": 3,
+                },
+                "readinessProbe": {
+                    "httpGet": {"path": "/ready", "port": "http"},
+                    "periodSeconds": 5,
+                    "timeoutSeconds": 3,
+                    "failureThreshold": 3,
+                },
+                "securityContext": {
+                    "allowPrivilegeEscalation": False,
+                    "capabilities": {"drop": ["ALL"]},
+                    "runAsNonRoot": True,
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                },
+                "volumeMounts": mounts,
+            }
+        ],
         "volumes": volumes,
     }
     if spec.get("nodeSelector"):
@@ -166,8 +214,10 @@ def deployment(body: dict, profile: Profile, settings: OperatorSettings) -> dict
             "selector": {"matchLabels": selector_labels(name)},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
             "template": {
-                "metadata": {"labels": labels(name),
-                             "annotations": {f"{GROUP}/compute-capability": profile.computeCapability}},
+                "metadata": {
+                    "labels": labels(name),
+                    "annotations": {f"{GROUP}/compute-capability": profile.computeCapability},
+                },
                 "spec": pod_spec,
             },
         },

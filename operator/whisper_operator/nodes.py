@@ -4,6 +4,7 @@ A node is a candidate when it is schedulable, has at least ``spec.gpu.count`` al
 matches ``spec.nodeSelector`` and the required node affinity, and every NoSchedule/NoExecute taint is tolerated.
 Nodes are plain dicts in the API's JSON shape (camelCase), as returned by the Kubernetes API.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -6,6 +6,7 @@ writes ``{"major": 9, "minor": 0, "product": "...", "memoryMiB": 81559}`` (or ``
 ``status.containerStatuses[0].state.terminated.message``. Answers are cached per node (by name and uid) in the
 operator; after a restart the finished Job's pod answers again, so a node is probed once.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -27,13 +28,20 @@ def job_name(node: str) -> str:
 
 
 def job_manifest(node: str, namespace: str, image: str, tolerations: list[dict] | None = None) -> dict:
-    labels = {PROBE_LABEL: node[:63], "app.kubernetes.io/managed-by": MANAGED_BY,
-              "app.kubernetes.io/component": "gpu-probe"}
+    labels = {
+        PROBE_LABEL: node[:63],
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        "app.kubernetes.io/component": "gpu-probe",
+    }
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": job_name(node), "namespace": namespace, "labels": labels,
-                     "annotations": {f"{GROUP}/node": node}},
+        "metadata": {
+            "name": job_name(node),
+            "namespace": namespace,
+            "labels": labels,
+            "annotations": {f"{GROUP}/node": node},
+        },
         "spec": {
             "backoffLimit": 1,
             "activeDeadlineSeconds": 600,
@@ -43,23 +51,36 @@ def job_manifest(node: str, namespace: str, image: str, tolerations: list[dict] 
                     "restartPolicy": "Never",
                     "automountServiceAccountToken": False,
                     # pin to exactly this node, through the scheduler (like a DaemonSet pod)
-                    "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-                        "nodeSelectorTerms": [{"matchFields": [
-                            {"key": "metadata.name", "operator": "In", "values": [node]}]}]}}},
-                    "tolerations": list(tolerations or []) + [
-                        {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}],
-                    "securityContext": {"runAsNonRoot": True, "runAsUser": INFERENCE_UID,
-                                        "seccompProfile": {"type": "RuntimeDefault"}},
-                    "containers": [{
-                        "name": "probe",
-                        "image": image,
-                        "command": ["python", "-m", "whisper_inference.gpu_probe"],
-                        "terminationMessagePath": "/dev/termination-log",
-                        "terminationMessagePolicy": "File",
-                        "resources": {"limits": {GPU_RESOURCE: "1", "cpu": "500m", "memory": "512Mi"},
-                                      "requests": {GPU_RESOURCE: "1", "cpu": "100m", "memory": "128Mi"}},
-                        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
-                    }],
+                    "affinity": {
+                        "nodeAffinity": {
+                            "requiredDuringSchedulingIgnoredDuringExecution": {
+                                "nodeSelectorTerms": [
+                                    {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}
+                                ]
+                            }
+                        }
+                    },
+                    "tolerations": list(tolerations or [])
+                    + [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}],
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": INFERENCE_UID,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [
+                        {
+                            "name": "probe",
+                            "image": image,
+                            "command": ["python", "-m", "whisper_inference.gpu_probe"],
+                            "terminationMessagePath": "/dev/termination-log",
+                            "terminationMessagePolicy": "File",
+                            "resources": {
+                                "limits": {GPU_RESOURCE: "1", "cpu": "500m", "memory": "512Mi"},
+                                "requests": {GPU_RESOURCE: "1", "cpu": "100m", "memory": "128Mi"},
+                            },
+                            "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+                        }
+                    ],
                 },
             },
         },

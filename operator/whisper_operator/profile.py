@@ -10,6 +10,7 @@ Rules (vLLM 0.32):
 Mixed pools (candidates of several CC classes): ``Pin`` pins the pods to one class (the one with the most GPUs, then
 the highest CC), ``SafestCommon`` picks settings valid on the lowest CC among them and schedules on all of them.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -71,9 +72,11 @@ def required_cc(spec: dict) -> tuple[tuple[int, int], list[str]]:
     backend = spec.get("attentionBackend") or "auto"
     if backend != "auto":
         if backend not in attention.BACKENDS:
-            raise SpecError("UnsupportedAttentionBackend",
-                            f"attentionBackend {backend!r} is not an encoder-decoder backend of vLLM 0.32 "
-                            f"(choose one of {', '.join(attention.CHOICES)})")
+            raise SpecError(
+                "UnsupportedAttentionBackend",
+                f"attentionBackend {backend!r} is not an encoder-decoder backend of vLLM 0.32 "
+                f"(choose one of {', '.join(attention.CHOICES)})",
+            )
         floor = attention.min_cc(backend)
         if floor:
             need, why = max(need, floor), why + [f"attentionBackend {backend} needs CC >= {_fmt(floor)}"]
@@ -97,14 +100,18 @@ def pin_term(nodes: list[GpuNode]) -> dict:
         majors = sorted({n.labels[LABEL_MAJOR] for n in nodes})
         minors = sorted({n.labels.get(LABEL_MINOR, "0") for n in nodes})
         if len(majors) == 1 and len(minors) == 1 and all(LABEL_MINOR in n.labels for n in nodes):
-            return {"matchExpressions": [
-                {"key": LABEL_MAJOR, "operator": "In", "values": majors},
-                {"key": LABEL_MINOR, "operator": "In", "values": minors},
-            ]}
+            return {
+                "matchExpressions": [
+                    {"key": LABEL_MAJOR, "operator": "In", "values": majors},
+                    {"key": LABEL_MINOR, "operator": "In", "values": minors},
+                ]
+            }
     if all(LABEL_PRODUCT in n.labels for n in nodes):
-        return {"matchExpressions": [
-            {"key": LABEL_PRODUCT, "operator": "In", "values": sorted({n.labels[LABEL_PRODUCT] for n in nodes})}
-        ]}
+        return {
+            "matchExpressions": [
+                {"key": LABEL_PRODUCT, "operator": "In", "values": sorted({n.labels[LABEL_PRODUCT] for n in nodes})}
+            ]
+        }
     return {"matchFields": [{"key": "metadata.name", "operator": "In", "values": sorted(n.name for n in nodes)}]}
 
 
@@ -127,8 +134,11 @@ def compute_profile(spec: dict, candidates: list[GpuNode], default_policy: str =
         want = _normalise(product)
         pool = [n for n in pool if n.product and want.strip() in _normalise(n.product)]
         if not pool:
-            raise SpecError("ProductNotFound", f"no candidate node carries GPU product {product!r} "
-                            f"(candidates: {', '.join(sorted({n.product or '?' for n in known}))})")
+            raise SpecError(
+                "ProductNotFound",
+                f"no candidate node carries GPU product {product!r} "
+                f"(candidates: {', '.join(sorted({n.product or '?' for n in known}))})",
+            )
     need, why = required_cc(spec)
     able = [n for n in pool if n.cc >= need]
     if not able:
@@ -148,13 +158,17 @@ def compute_profile(spec: dict, candidates: list[GpuNode], default_policy: str =
     elif policy == "SafestCommon":
         cc, chosen = min(classes), able
         placement = "SafestCommon"
-        reasons.append(f"mixed pool ({', '.join(_fmt(c) for c in sorted(classes))}): settings valid on the lowest, "
-                       f"{_fmt(cc)}, on all of them")
+        reasons.append(
+            f"mixed pool ({', '.join(_fmt(c) for c in sorted(classes))}): settings valid on the lowest, "
+            f"{_fmt(cc)}, on all of them"
+        )
     else:
         cc, chosen = max(classes.items(), key=lambda kv: (sum(n.gpus for n in kv[1]), kv[0]))
         placement = "Pinned"
-        reasons.append(f"mixed pool ({', '.join(_fmt(c) for c in sorted(classes))}): pinned to {_fmt(cc)}, the class "
-                       "with the most GPUs (then the highest capability)")
+        reasons.append(
+            f"mixed pool ({', '.join(_fmt(c) for c in sorted(classes))}): pinned to {_fmt(cc)}, the class "
+            "with the most GPUs (then the highest capability)"
+        )
     pin = None
     if len(chosen) < len(candidates):
         pin = pin_term(chosen)
@@ -170,8 +184,11 @@ def compute_profile(spec: dict, candidates: list[GpuNode], default_policy: str =
     kv = spec.get("kvCacheDtype") or "auto"
     if kv == "auto":
         kv = "auto" if cc >= (8, 0) else "fp16"
-        reasons.append("kvCacheDtype fp16 on compute capability < 8.0" if kv == "fp16"
-                       else "kvCacheDtype auto (follows the model dtype); fp8 only when asked for, on CC >= 8.9")
+        reasons.append(
+            "kvCacheDtype fp16 on compute capability < 8.0"
+            if kv == "fp16"
+            else "kvCacheDtype auto (follows the model dtype); fp8 only when asked for, on CC >= 8.9"
+        )
     else:
         reasons.append(f"kvCacheDtype {kv}: set in spec")
     backend = spec.get("attentionBackend") or "auto"

@@ -4,19 +4,19 @@ Called from every trigger (the CR's own events, its children's events, probe pod
 the same outcome for the same world: children are server-side applied (a no-op when nothing differs), and the status
 is written only when it changes.
 """
+
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from . import GROUP, MANAGED_BY, PLURAL, VERSION
-from . import manifests, probe
+from . import GROUP, MANAGED_BY, PLURAL, VERSION, manifests, probe
 from .config import OperatorSettings
 from .errors import SpecError
 from .nodes import candidate_nodes
@@ -52,6 +52,7 @@ class Kube:
 @dataclass
 class ProbeCache:
     """node name -> (node uid, answer). Answers are {"major", "minor", ...} or {"error": ...}."""
+
     entries: dict[str, tuple[str, dict]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -114,18 +115,24 @@ class Reconciler:
         job_name = probe.job_name(name)
         job = self._get(self.kube.batch.read_namespaced_job, job_name, ns)
         if job is None:
-            manifest = probe.job_manifest(name, ns, self.settings.probe_image or self.settings.default_image,
-                                          body["spec"].get("tolerations"))
+            manifest = probe.job_manifest(
+                name, ns, self.settings.probe_image or self.settings.default_image, body["spec"].get("tolerations")
+            )
             try:
                 self.kube.batch.create_namespaced_job(ns, manifest)
             except ApiException as e:
                 if e.status != 409:
                     raise
-            self.emit(body, "Normal", "ProbingGPU",
-                      f"node {name} has no GPU Feature Discovery labels: running NVML probe Job {job_name}")
+            self.emit(
+                body,
+                "Normal",
+                "ProbingGPU",
+                f"node {name} has no GPU Feature Discovery labels: running NVML probe Job {job_name}",
+            )
             return "pending"
-        pods = self.kube.plain(self.kube.core.list_namespaced_pod(
-            ns, label_selector=f"job-name={job_name}")).get("items", [])
+        pods = self.kube.plain(self.kube.core.list_namespaced_pod(ns, label_selector=f"job-name={job_name}")).get(
+            "items", []
+        )
         answer = probe.read_pods(pods)
         if answer is None:
             failure = probe.job_failed(job)
@@ -140,8 +147,13 @@ class Reconciler:
         if "error" in answer:
             self.emit(body, "Warning", "ProbeFailed", f"NVML probe on node {name} failed: {answer['error']}")
         else:
-            self.emit(body, "Normal", "ProbedGPU", f"node {name}: compute capability "
-                      f"{answer['major']}.{answer['minor']} ({answer.get('product', 'unknown product')})")
+            self.emit(
+                body,
+                "Normal",
+                "ProbedGPU",
+                f"node {name}: compute capability "
+                f"{answer['major']}.{answer['minor']} ({answer.get('product', 'unknown product')})",
+            )
         return "answered"
 
     # ---- the reconcile -----------------------------------------------------------------------------------------
@@ -190,48 +202,73 @@ class Reconciler:
         if error is not None and not _same_error(body, error):
             self.emit(body, "Warning", error.reason, error.message)
 
-        new = build_status(body, profile=profile if error is None else None, error=error, probe_pending=pending,
-                           deploy=deploy, url=manifests.service_url(name, namespace, svc_port,
-                                                                    self.settings.cluster_domain),
-                           selector=manifests.selector_string(name))
+        new = build_status(
+            body,
+            profile=profile if error is None else None,
+            error=error,
+            probe_pending=pending,
+            deploy=deploy,
+            url=manifests.service_url(name, namespace, svc_port, self.settings.cluster_domain),
+            selector=manifests.selector_string(name),
+        )
         old = body.get("status") or {}
         if changed(old, new):
             patch = dict(new)
             if "profile" in old and "profile" not in new:
                 patch["profile"] = None
             if (old.get("profile") or {}).get("dtype") != (new.get("profile") or {}).get("dtype") and profile:
-                self.emit(body, "Normal", "ProfileChosen",
-                          f"compute capability {profile.computeCapability} ({profile.gpuProduct}): dtype "
-                          f"{profile.dtype}, KV cache {profile.kvCacheDtype}, attention {profile.attentionBackend}, "
-                          f"placement {profile.placement}")
-            _retry_conflicts(lambda: self.kube.custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, PLURAL, name, {"status": patch}, _content_type=MERGE))
+                self.emit(
+                    body,
+                    "Normal",
+                    "ProfileChosen",
+                    f"compute capability {profile.computeCapability} ({profile.gpuProduct}): dtype "
+                    f"{profile.dtype}, KV cache {profile.kvCacheDtype}, attention {profile.attentionBackend}, "
+                    f"placement {profile.placement}",
+                )
+            _retry_conflicts(
+                lambda: self.kube.custom.patch_namespaced_custom_object_status(
+                    GROUP, VERSION, namespace, PLURAL, name, {"status": patch}, _content_type=MERGE
+                )
+            )
         return new
 
     def _apply_children(self, body: dict, profile, deploy: dict | None) -> dict:
         ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
         desired = manifests.deployment(body, profile, self.settings)
         before = (deploy or {}).get("metadata", {}).get("resourceVersion")
-        applied = self.kube.plain(_retry_conflicts(lambda: self.kube.apps.patch_namespaced_deployment(
-            name, ns, desired, field_manager=MANAGED_BY, force=True, _content_type=APPLY)))
+        applied = self.kube.plain(
+            _retry_conflicts(
+                lambda: self.kube.apps.patch_namespaced_deployment(
+                    name, ns, desired, field_manager=MANAGED_BY, force=True, _content_type=APPLY
+                )
+            )
+        )
         after = applied["metadata"]["resourceVersion"]
         if deploy is None:
             restored = bool((body.get("status") or {}).get("profile"))
-            self.emit(body, "Normal", "Restored" if restored else "Created",
-                      f"{'restored deleted' if restored else 'created'} Deployment {name}")
+            self.emit(
+                body,
+                "Normal",
+                "Restored" if restored else "Created",
+                f"{'restored deleted' if restored else 'created'} Deployment {name}",
+            )
         elif before != after and _template_differs(deploy, applied):
             self.emit(body, "Normal", "Updated", f"Deployment {name} updated (rolling out the new pod template)")
         svc = self._get(self.kube.core.read_namespaced_service, name, ns)
-        _retry_conflicts(lambda: self.kube.core.patch_namespaced_service(
-            name, ns, manifests.service(body), field_manager=MANAGED_BY, force=True, _content_type=APPLY))
+        _retry_conflicts(
+            lambda: self.kube.core.patch_namespaced_service(
+                name, ns, manifests.service(body), field_manager=MANAGED_BY, force=True, _content_type=APPLY
+            )
+        )
         if svc is None:
             self.emit(body, "Normal", "Created", f"created Service {name}")
         return applied
 
 
 def _template_differs(old: dict, new: dict) -> bool:
-    return (old.get("spec") or {}).get("template") != (new.get("spec") or {}).get("template") or \
-        (old.get("spec") or {}).get("replicas") != (new.get("spec") or {}).get("replicas")
+    return (old.get("spec") or {}).get("template") != (new.get("spec") or {}).get("template") or (
+        old.get("spec") or {}
+    ).get("replicas") != (new.get("spec") or {}).get("replicas")
 
 
 def _same_error(body: dict, error: SpecError) -> bool:
@@ -243,6 +280,7 @@ def _same_error(body: dict, error: SpecError) -> bool:
 
 def _api_message(e: ApiException) -> str:
     import json
+
     try:
         return json.loads(e.body).get("message", e.reason)
     except Exception:
@@ -251,6 +289,7 @@ def _api_message(e: ApiException) -> str:
 
 def _epoch(ts) -> float:
     import datetime as dt
+
     if isinstance(ts, str):
         ts = dt.datetime.fromisoformat(ts.replace("Z", "+00:00"))
     return ts.timestamp()

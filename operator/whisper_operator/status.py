@@ -3,6 +3,7 @@
 ``build_status`` is deterministic given its inputs and the previous status (lastTransitionTime only moves when a
 condition's status flips), so the handler can skip the write when nothing changed.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -18,8 +19,12 @@ def now() -> str:
 
 
 def _cond(type_: str, status: bool | None, reason: str, message: str) -> dict:
-    return {"type": type_, "status": {True: "True", False: "False", None: "Unknown"}[status],
-            "reason": reason, "message": message}
+    return {
+        "type": type_,
+        "status": {True: "True", False: "False", None: "Unknown"}[status],
+        "reason": reason,
+        "message": message,
+    }
 
 
 def rollout(deploy: dict | None, desired: int) -> tuple[bool, str, str]:
@@ -68,23 +73,31 @@ def build_status(
 
     if error is not None:
         gpu = _cond("GPUCompatible", False, error.reason, error.message)
-        degraded = _cond("Degraded", True, error.reason, error.message + (
-            " (the existing Deployment is left as it was)" if deploy else " (no Deployment created)"))
+        degraded = _cond(
+            "Degraded",
+            True,
+            error.reason,
+            error.message + (" (the existing Deployment is left as it was)" if deploy else " (no Deployment created)"),
+        )
         progressing = _cond("Progressing", False, "Blocked", "fix the spec: " + error.message)
     elif probe_pending:
-        gpu = _cond("GPUCompatible", None, "ProbePending",
-                    f"waiting for the NVML probe on node(s) {', '.join(probe_pending)}")
+        gpu = _cond(
+            "GPUCompatible", None, "ProbePending", f"waiting for the NVML probe on node(s) {', '.join(probe_pending)}"
+        )
         degraded = _cond("Degraded", False, "AsExpected", "")
         progressing = _cond("Progressing", True, "ProbingGPU", gpu["message"])
     else:
         assert profile is not None
-        gpu = _cond("GPUCompatible", True, "CapabilityResolved",
-                    f"compute capability {profile.computeCapability} ({profile.gpuProduct}), "
-                    f"placement {profile.placement}: dtype {profile.dtype}, KV cache {profile.kvCacheDtype}, "
-                    f"attention {profile.attentionBackend}")
+        gpu = _cond(
+            "GPUCompatible",
+            True,
+            "CapabilityResolved",
+            f"compute capability {profile.computeCapability} ({profile.gpuProduct}), "
+            f"placement {profile.placement}: dtype {profile.dtype}, KV cache {profile.kvCacheDtype}, "
+            f"attention {profile.attentionBackend}",
+        )
         failure = deployment_failure(deploy)
-        degraded = (_cond("Degraded", True, *failure) if failure
-                    else _cond("Degraded", False, "AsExpected", ""))
+        degraded = _cond("Degraded", True, *failure) if failure else _cond("Degraded", False, "AsExpected", "")
         busy, reason, message = rollout(deploy, desired)
         progressing = _cond("Progressing", busy, reason, message)
 
@@ -101,8 +114,11 @@ def build_status(
     conditions = []
     for c in (readyc, progressing, degraded, gpu):
         prev = previous.get(c["type"])
-        c["lastTransitionTime"] = prev["lastTransitionTime"] if (
-            prev and prev.get("status") == c["status"] and prev.get("lastTransitionTime")) else now()
+        c["lastTransitionTime"] = (
+            prev["lastTransitionTime"]
+            if (prev and prev.get("status") == c["status"] and prev.get("lastTransitionTime"))
+            else now()
+        )
         c["observedGeneration"] = generation
         conditions.append(c)
 

@@ -5,6 +5,7 @@ the reconciler reports the identical problem as Degraded=True instead of creatin
 A spec is refused only when it cannot run on any node that could host it now; an endpoint without candidate nodes,
 or whose candidates still need an NVML probe, is admitted (nodes may come later; the status tells).
 """
+
 from __future__ import annotations
 
 import kopf

@@ -5,6 +5,7 @@ scripts/cluster-up.sh on free ports, stopped by PID at session end). It is a sep
 tests install cluster-scoped RBAC, fake GPU nodes of their own and run an operator under leader election, which
 must not leak into the operator tier's assumptions about its nodes (about 7 s to start).
 """
+
 from __future__ import annotations
 
 import os
@@ -15,9 +16,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import free_port
-
 from cluster.conftest import control_plane  # noqa: F401  (a fixture: re-registered here for tests/chart)
+from conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "kubewhisper"
@@ -34,18 +34,29 @@ class Helm:
         self.bin_dir, self.kubeconfig = bin_dir, kubeconfig
 
     def env(self) -> dict:
-        env = dict(os.environ, HELM_CACHE_HOME="/tmp/kubewhisper-helm/cache",
-                   HELM_CONFIG_HOME="/tmp/kubewhisper-helm/config", HELM_DATA_HOME="/tmp/kubewhisper-helm/data")
+        env = dict(
+            os.environ,
+            HELM_CACHE_HOME="/tmp/kubewhisper-helm/cache",
+            HELM_CONFIG_HOME="/tmp/kubewhisper-helm/config",
+            HELM_DATA_HOME="/tmp/kubewhisper-helm/data",
+        )
         if self.kubeconfig:
             env["KUBECONFIG"] = self.kubeconfig
         else:
             env.pop("KUBECONFIG", None)
         return env
 
-    def run(self, tool: str, *args: str, check: bool = True, timeout: float = 120,
-            input: str | None = None) -> subprocess.CompletedProcess:
-        p = subprocess.run([str(self.bin_dir / tool), *args], env=self.env(), capture_output=True, text=True,
-                           timeout=timeout, input=input)
+    def run(
+        self, tool: str, *args: str, check: bool = True, timeout: float = 120, input: str | None = None
+    ) -> subprocess.CompletedProcess:
+        p = subprocess.run(
+            [str(self.bin_dir / tool), *args],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
+        )
         if check and p.returncode != 0:
             raise AssertionError(f"{tool} {' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
         return p
@@ -56,8 +67,14 @@ class Helm:
     def kubectl(self, *args: str, **kw) -> subprocess.CompletedProcess:
         return self.run("kubectl", *args, **kw)
 
-    def template(self, values: dict | None = None, *args: str, release: str = "kw",
-                 namespace: str = "kubewhisper", check: bool = True) -> subprocess.CompletedProcess:
+    def template(
+        self,
+        values: dict | None = None,
+        *args: str,
+        release: str = "kw",
+        namespace: str = "kubewhisper",
+        check: bool = True,
+    ) -> subprocess.CompletedProcess:
         vf = Path(f"/tmp/kubewhisper-values-{uuid.uuid4().hex[:8]}.yaml")
         vf.write_text(yaml.safe_dump(values or {}))
         try:
@@ -81,6 +98,7 @@ def find(docs: list[dict], kind: str, name: str | None = None) -> dict:
 
 
 # --- cluster tier --------------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="session")
 def cluster(control_plane, bin_dir) -> Helm:  # noqa: F811
@@ -106,9 +124,11 @@ def namespace(cluster):
 
 # --- the inference image's program, run here -----------------------------------------------------------------------
 
+
 def dockerfile(name: str) -> dict[str, list[str]]:
     """Instruction -> raw arguments (continuations joined, comments dropped) of Dockerfile.<name>."""
     import re
+
     text = re.sub(r"\\\n", " ", (ROOT / f"Dockerfile.{name}").read_text())
     out: dict[str, list[str]] = {}
     for line in text.splitlines():
@@ -120,6 +140,7 @@ def dockerfile(name: str) -> dict[str, list[str]]:
 
 def dockerfile_env(name: str) -> dict[str, str]:
     import shlex
+
     env = {}
     for args in dockerfile(name).get("ENV", []):
         for token in shlex.split(args):
@@ -137,17 +158,28 @@ def image_server(tmp_path_factory):
 
     import httpx
 
-    model = subprocess.run([str(ROOT / "scripts/models.sh"), "tiny.en"], check=True, capture_output=True,
-                           text=True).stdout.strip().splitlines()[-1]
+    model = (
+        subprocess.run([str(ROOT / "scripts/models.sh"), "tiny.en"], check=True, capture_output=True, text=True)
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     argv = json.loads(dockerfile("inference")["ENTRYPOINT"][-1])
     assert argv[0] == "python"
     d = tmp_path_factory.mktemp("image-server")
     port = free_port()
-    env = {**os.environ, **dockerfile_env("inference"), "MODEL_ID": model, "HOST": "127.0.0.1",
-           "PORT": str(port), "HF_HOME": str(d / "hf"), "PYTHONPATH": f"{ROOT / 'inference'}:{ROOT / 'operator'}"}
+    env = {
+        **os.environ,
+        **dockerfile_env("inference"),
+        "MODEL_ID": model,
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "HF_HOME": str(d / "hf"),
+        "PYTHONPATH": f"{ROOT / 'inference'}:{ROOT / 'operator'}",
+    }
     log = open(d / "server.log", "wb")
-    proc = subprocess.Popen([sys.executable, *argv[1:]], env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, *argv[1:]], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 300
@@ -174,9 +206,15 @@ def image_server(tmp_path_factory):
 def run_test_pod_script(pod: dict, url: str, timeout: float = 180) -> subprocess.CompletedProcess:
     """The chart's `helm test` container command, run here with its env, TRANSCRIBE_URL pointed at `url`."""
     import sys
+
     c = pod["spec"]["containers"][0]
     assert c["command"][0] == "python3"
     env = {e["name"]: e["value"] for e in c["env"] if "value" in e}
     env["TRANSCRIBE_URL"] = url + "/v1/audio/transcriptions"
-    return subprocess.run([sys.executable, *c["command"][1:], *c["args"]], env={**os.environ, **env},
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, *c["command"][1:], *c["args"]],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

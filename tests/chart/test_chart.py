@@ -1,10 +1,9 @@
 """The Helm chart, rendered offline: lint, the values schema, Kubernetes schemas (1.20 and 1.28), golden fields."""
+
 from __future__ import annotations
 
 import json
 import re
-import shlex
-from pathlib import Path
 
 import jsonschema
 import kubernetes_validate
@@ -13,38 +12,63 @@ import yaml
 
 from .conftest import CHART, ROOT, dockerfile, find
 
-pytestmark = [pytest.mark.unit,
-              pytest.mark.filterwarnings("ignore:jsonschema.RefResolver is deprecated:DeprecationWarning"),
-              pytest.mark.filterwarnings("ignore:The metaschema specified by:DeprecationWarning")]
+pytestmark = [
+    pytest.mark.unit,
+    pytest.mark.filterwarnings("ignore:jsonschema.RefResolver is deprecated:DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore:The metaschema specified by:DeprecationWarning"),
+]
 
 # Everything switched on and away from its default (the webhook Secret and namespaces are names only here).
 FULL = {
     "fullnameOverride": "whisper-op",
     "commonLabels": {"team": "speech"},
     "operator": {
-        "image": {"repository": "registry.example.com/kw/operator", "digest": "sha256:" + "a" * 64,
-                  "pullPolicy": "Always"},
-        "imagePullSecrets": ["regcred"], "logLevel": "DEBUG", "watchNamespaces": ["team-a", "team-b"],
-        "resyncSeconds": 10, "mixedPoolPolicy": "SafestCommon", "healthPort": 9000,
+        "image": {
+            "repository": "registry.example.com/kw/operator",
+            "digest": "sha256:" + "a" * 64,
+            "pullPolicy": "Always",
+        },
+        "imagePullSecrets": ["regcred"],
+        "logLevel": "DEBUG",
+        "watchNamespaces": ["team-a", "team-b"],
+        "resyncSeconds": 10,
+        "mixedPoolPolicy": "SafestCommon",
+        "healthPort": 9000,
         "leaderElection": {"enabled": True, "leaseDurationSeconds": 20},
         "gpuProbe": {"enabled": False, "timeoutSeconds": 60, "image": "registry.example.com/kw/probe:1"},
-        "runAsUser": 2000, "nodeSelector": {"kubernetes.io/os": "linux"},
+        "runAsUser": 2000,
+        "nodeSelector": {"kubernetes.io/os": "linux"},
         "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ops", "effect": "NoSchedule"}],
-        "priorityClassName": "system-cluster-critical", "podAnnotations": {"a": "b"}, "podLabels": {"c": "d"},
+        "priorityClassName": "system-cluster-critical",
+        "podAnnotations": {"a": "b"},
+        "podLabels": {"c": "d"},
         "extraEnv": [{"name": "KUBEWHISPER_PROBE_ENABLED", "value": "false"}],
     },
-    "inference": {"image": {"repository": "registry.example.com/kw/inference", "tag": "0.1.0-cuda"},
-                  "startupProbeSeconds": 900, "terminationGracePeriodSeconds": 30},
+    "inference": {
+        "image": {"repository": "registry.example.com/kw/inference", "tag": "0.1.0-cuda"},
+        "startupProbeSeconds": 900,
+        "terminationGracePeriodSeconds": 30,
+    },
     "serviceAccount": {"name": "kw-operator", "annotations": {"iam": "role"}},
     "webhook": {"enabled": True, "port": 8443, "tlsSecretName": "kw-webhook-tls"},
     "networkPolicy": {"enabled": True, "apiServerPorts": [443]},
     "serviceMonitor": {"enabled": True, "interval": "15s", "labels": {"release": "prom"}},
     "endpoints": [
-        {"name": "whisper-t4", "namespace": "team-a", "labels": {"tier": "gold"},
-         "spec": {"model": "openai/whisper-large-v3", "nodeSelector": {"pool": "t4"}, "service": {"port": 8000}}},
-        {"name": "whisper-h100", "namespace": "team-b",
-         "spec": {"model": "openai/whisper-large-v3", "gpu": {"count": 1, "product": "H100"},
-                  "timestamps": "segments"}},
+        {
+            "name": "whisper-t4",
+            "namespace": "team-a",
+            "labels": {"tier": "gold"},
+            "spec": {"model": "openai/whisper-large-v3", "nodeSelector": {"pool": "t4"}, "service": {"port": 8000}},
+        },
+        {
+            "name": "whisper-h100",
+            "namespace": "team-b",
+            "spec": {
+                "model": "openai/whisper-large-v3",
+                "gpu": {"count": 1, "product": "H100"},
+                "timestamps": "segments",
+            },
+        },
     ],
     "tests": {"apiKeySecretRef": {"name": "whisper-api-key", "key": "api-key"}, "timeoutSeconds": 60},
 }
@@ -57,8 +81,9 @@ def crd_validator() -> jsonschema.Draft4Validator:
 
 
 def test_chart_crd_is_the_top_level_crd_byte_for_byte():
-    assert (CHART / "crds/whisperendpoints.yaml").read_bytes() == (ROOT / "crds/whisperendpoints.yaml").read_bytes(), \
+    assert (CHART / "crds/whisperendpoints.yaml").read_bytes() == (ROOT / "crds/whisperendpoints.yaml").read_bytes(), (
         "charts/kubewhisper/crds/whisperendpoints.yaml differs from crds/whisperendpoints.yaml: run scripts/sync-crd.sh"
+    )
 
 
 @pytest.mark.parametrize("values", [{}, {**FULL, "serviceMonitor": {"enabled": False}}], ids=["default", "full"])
@@ -115,29 +140,41 @@ def test_rendered_objects_validate_against_kubernetes_schemas(helm, values, kube
 
 def test_default_render_golden(helm):
     docs = helm.render({}, "--kube-version", "1.20.2")
-    assert sorted((d["kind"], d["metadata"]["name"]) for d in docs) == sorted([
-        ("ServiceAccount", "kw-kubewhisper"),
-        ("ClusterRole", "kw-kubewhisper-operator-cluster"),
-        ("ClusterRoleBinding", "kw-kubewhisper-operator-cluster"),
-        ("ClusterRole", "kw-kubewhisper-operator-namespaced"),
-        ("ClusterRoleBinding", "kw-kubewhisper-operator-namespaced"),
-        ("Role", "kw-kubewhisper-operator-leader"),
-        ("RoleBinding", "kw-kubewhisper-operator-leader"),
-        ("Deployment", "kw-kubewhisper-operator"),
-    ])  # no test pod without an endpoint, no webhook, ServiceMonitor or NetworkPolicy by default
+    assert sorted((d["kind"], d["metadata"]["name"]) for d in docs) == sorted(
+        [
+            ("ServiceAccount", "kw-kubewhisper"),
+            ("ClusterRole", "kw-kubewhisper-operator-cluster"),
+            ("ClusterRoleBinding", "kw-kubewhisper-operator-cluster"),
+            ("ClusterRole", "kw-kubewhisper-operator-namespaced"),
+            ("ClusterRoleBinding", "kw-kubewhisper-operator-namespaced"),
+            ("Role", "kw-kubewhisper-operator-leader"),
+            ("RoleBinding", "kw-kubewhisper-operator-leader"),
+            ("Deployment", "kw-kubewhisper-operator"),
+        ]
+    )  # no test pod without an endpoint, no webhook, ServiceMonitor or NetworkPolicy by default
     dep = find(docs, "Deployment")
     spec = dep["spec"]
     assert dep["metadata"]["namespace"] == "kubewhisper"
     assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
     pod = spec["template"]["spec"]
     assert pod["serviceAccountName"] == "kw-kubewhisper"
-    assert pod["securityContext"] == {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001,
-                                      "fsGroup": 10001, "seccompProfile": {"type": "RuntimeDefault"}}
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 10001,
+        "runAsGroup": 10001,
+        "fsGroup": 10001,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
     (c,) = pod["containers"]
     assert c["image"] == "ghcr.io/kubewhisper/kubewhisper-operator:0.1.0"
-    assert c["securityContext"] == {"runAsNonRoot": True, "runAsUser": 10001, "allowPrivilegeEscalation": False,
-                                    "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]},
-                                    "seccompProfile": {"type": "RuntimeDefault"}}
+    assert c["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 10001,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
     assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
     # the liveness probe calls the endpoint kopf serves (--liveness=...)
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
@@ -160,7 +197,7 @@ def test_operator_settings_accept_the_rendered_env(helm):
         env = {e["name"]: e["value"] for e in dep["spec"]["template"]["spec"]["containers"][0]["env"] if "value" in e}
         fields = {f"KUBEWHISPER_{k.upper()}" for k in OperatorSettings.model_fields}
         assert set(env) <= fields, f"unknown operator settings: {set(env) - fields}"
-        s = OperatorSettings(**{k[len("KUBEWHISPER_"):].lower(): v for k, v in env.items()}).check()
+        s = OperatorSettings(**{k[len("KUBEWHISPER_") :].lower(): v for k, v in env.items()}).check()
         assert s.default_image == env["KUBEWHISPER_DEFAULT_IMAGE"]
 
 
@@ -199,14 +236,18 @@ def test_full_render_golden(helm):
     assert test_pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
     tenv = {e["name"]: e for e in test_pod["spec"]["containers"][0]["env"]}
     # the first endpoint, its namespace and its service port
-    assert tenv["TRANSCRIBE_URL"]["value"] == \
-        "http://whisper-t4.team-a.svc.cluster.local:8000/v1/audio/transcriptions"
+    assert tenv["TRANSCRIBE_URL"]["value"] == "http://whisper-t4.team-a.svc.cluster.local:8000/v1/audio/transcriptions"
     assert tenv["API_KEY"]["valueFrom"] == {"secretKeyRef": {"name": "whisper-api-key", "key": "api-key"}}
 
 
 def _rules(doc: dict) -> set[tuple]:
-    return {(g, r, v, tuple(rule.get("resourceNames", ())))
-            for rule in doc["rules"] for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
+    return {
+        (g, r, v, tuple(rule.get("resourceNames", ())))
+        for rule in doc["rules"]
+        for g in rule["apiGroups"]
+        for r in rule["resources"]
+        for v in rule["verbs"]
+    }
 
 
 def test_rbac_is_exactly_what_the_operator_uses(helm):
@@ -214,24 +255,30 @@ def test_rbac_is_exactly_what_the_operator_uses(helm):
     cluster = _rules(find(docs, "ClusterRole", "kw-kubewhisper-operator-cluster"))
     namespaced = _rules(find(docs, "ClusterRole", "kw-kubewhisper-operator-namespaced"))
     leader = _rules(find(docs, "Role", "kw-kubewhisper-operator-leader"))
-    assert cluster == {("", "nodes", "list", ()),
-                       ("kubewhisper.dev", "whisperendpoints", "list", ()),
-                       ("kubewhisper.dev", "whisperendpoints", "watch", ()),
-                       ("apiextensions.k8s.io", "customresourcedefinitions", "list", ()),
-                       ("apiextensions.k8s.io", "customresourcedefinitions", "watch", ())}
+    assert cluster == {
+        ("", "nodes", "list", ()),
+        ("kubewhisper.dev", "whisperendpoints", "list", ()),
+        ("kubewhisper.dev", "whisperendpoints", "watch", ()),
+        ("apiextensions.k8s.io", "customresourcedefinitions", "list", ()),
+        ("apiextensions.k8s.io", "customresourcedefinitions", "watch", ()),
+    }
     assert namespaced == {
         *(("kubewhisper.dev", "whisperendpoints", v, ()) for v in ("get", "list", "watch")),
         ("kubewhisper.dev", "whisperendpoints/status", "patch", ()),
         ("kubewhisper.dev", "whisperendpoints/finalizers", "update", ()),
         *(("apps", "deployments", v, ()) for v in ("get", "list", "watch", "create", "patch")),
         *(("", "services", v, ()) for v in ("get", "list", "watch", "create", "patch")),
-        ("", "pods", "list", ()), ("", "pods", "watch", ()),
-        ("batch", "jobs", "get", ()), ("batch", "jobs", "create", ()),
+        ("", "pods", "list", ()),
+        ("", "pods", "watch", ()),
+        ("batch", "jobs", "get", ()),
+        ("batch", "jobs", "create", ()),
         ("", "events", "create", ()),
     }
-    assert leader == {("coordination.k8s.io", "leases", "create", ()),
-                      ("coordination.k8s.io", "leases", "get", ("kw-kubewhisper-operator",)),
-                      ("coordination.k8s.io", "leases", "update", ("kw-kubewhisper-operator",))}
+    assert leader == {
+        ("coordination.k8s.io", "leases", "create", ()),
+        ("coordination.k8s.io", "leases", "get", ("kw-kubewhisper-operator",)),
+        ("coordination.k8s.io", "leases", "update", ("kw-kubewhisper-operator",)),
+    }
     everything = cluster | namespaced | leader
     assert not any("*" in (g, r, v) for g, r, v, _ in everything)
     assert not any(r in ("secrets", "pods/exec", "pods/attach", "configmaps") for _, r, _, _ in everything)
@@ -243,36 +290,46 @@ def test_rbac_follows_watch_namespaces_and_webhook(helm):
     bindings = [d for d in docs if d["kind"] == "RoleBinding" and d["roleRef"]["kind"] == "ClusterRole"]
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
     assert all(b["roleRef"]["name"] == "whisper-op-operator-namespaced" for b in bindings)
-    assert all(b["subjects"] == [{"kind": "ServiceAccount", "name": "kw-operator", "namespace": "kubewhisper"}]
-               for b in bindings)
-    assert not [d for d in docs if d["kind"] == "ClusterRoleBinding"
-                and d["roleRef"]["name"] == "whisper-op-operator-namespaced"]
+    assert all(
+        b["subjects"] == [{"kind": "ServiceAccount", "name": "kw-operator", "namespace": "kubewhisper"}]
+        for b in bindings
+    )
+    assert not [
+        d
+        for d in docs
+        if d["kind"] == "ClusterRoleBinding" and d["roleRef"]["name"] == "whisper-op-operator-namespaced"
+    ]
     cluster = _rules(find(docs, "ClusterRole", "whisper-op-operator-cluster"))
     assert ("admissionregistration.k8s.io", "validatingwebhookconfigurations", "create", ()) in cluster
-    assert ("admissionregistration.k8s.io", "validatingwebhookconfigurations", "patch", ("kubewhisper.dev",)) \
-        in cluster
+    assert ("admissionregistration.k8s.io", "validatingwebhookconfigurations", "patch", ("kubewhisper.dev",)) in cluster
     no_leader = helm.render({"operator": {"leaderElection": {"enabled": False}}, "rbac": {"create": True}})
     assert not [d for d in no_leader if d["kind"] in ("Role", "RoleBinding")]
     assert not [d for d in helm.render({"rbac": {"create": False}}) if "Role" in d["kind"]]
 
 
-@pytest.mark.parametrize("values, message", [
-    ({"operator": {"logLevel": "LOUD"}}, 'operator.logLevel must be one of the following: "DEBUG", "INFO"'),
-    ({"operator": {"replicas": 2}}, "operator.replicas: Must be less than or equal to 1"),
-    ({"operator": {"runAsUser": 0}}, "operator.runAsUser: Must be greater than or equal to 1"),
-    ({"operator": {"image": {"pullPolicy": "Sometimes"}}}, "operator.image.pullPolicy must be one of"),
-    ({"operator": {"image": {"digest": "md5:abc"}}}, "operator.image.digest: Does not match pattern"),
-    ({"operator": {"watchNamespaces": ["Team_A"]}}, "operator.watchNamespaces.0: Does not match pattern"),
-    ({"operator": {"replicsa": 1}}, "operator: Additional property replicsa is not allowed"),
-    ({"operator": {"healthPort": 70000}}, "operator.healthPort: Must be less than or equal to 65535"),
-    ({"inference": {"startupProbeSeconds": 10}}, "inference.startupProbeSeconds: Must be greater than or equal to 60"),
-    ({"endpoints": [{"name": "x"}]}, "endpoints.0: spec is required"),
-    ({"endpoints": [{"name": "x", "spec": {"model": ""}}]}, "endpoints.0.spec.model: String length must be"),
-    ({"serviceMonitor": {"interval": "often"}}, "serviceMonitor.interval: Does not match pattern"),
-    ({"webhook": {"enabled": True}}, "webhook.tlsSecretName is required when webhook.enabled is true"),
-    ({"serviceMonitor": {"enabled": True}}, "no monitoring.coreos.com/v1 ServiceMonitor API"),
-    ({"serviceAccount": {"create": False}}, "serviceAccount.name is required when serviceAccount.create is false"),
-])
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"operator": {"logLevel": "LOUD"}}, 'operator.logLevel must be one of the following: "DEBUG", "INFO"'),
+        ({"operator": {"replicas": 2}}, "operator.replicas: Must be less than or equal to 1"),
+        ({"operator": {"runAsUser": 0}}, "operator.runAsUser: Must be greater than or equal to 1"),
+        ({"operator": {"image": {"pullPolicy": "Sometimes"}}}, "operator.image.pullPolicy must be one of"),
+        ({"operator": {"image": {"digest": "md5:abc"}}}, "operator.image.digest: Does not match pattern"),
+        ({"operator": {"watchNamespaces": ["Team_A"]}}, "operator.watchNamespaces.0: Does not match pattern"),
+        ({"operator": {"replicsa": 1}}, "operator: Additional property replicsa is not allowed"),
+        ({"operator": {"healthPort": 70000}}, "operator.healthPort: Must be less than or equal to 65535"),
+        (
+            {"inference": {"startupProbeSeconds": 10}},
+            "inference.startupProbeSeconds: Must be greater than or equal to 60",
+        ),
+        ({"endpoints": [{"name": "x"}]}, "endpoints.0: spec is required"),
+        ({"endpoints": [{"name": "x", "spec": {"model": ""}}]}, "endpoints.0.spec.model: String length must be"),
+        ({"serviceMonitor": {"interval": "often"}}, "serviceMonitor.interval: Does not match pattern"),
+        ({"webhook": {"enabled": True}}, "webhook.tlsSecretName is required when webhook.enabled is true"),
+        ({"serviceMonitor": {"enabled": True}}, "no monitoring.coreos.com/v1 ServiceMonitor API"),
+        ({"serviceAccount": {"create": False}}, "serviceAccount.name is required when serviceAccount.create is false"),
+    ],
+)
 def test_bad_values_fail_with_a_clear_message(helm, values, message):
     p = helm.template(values, check=False)
     assert p.returncode != 0, p.stdout[:500]
@@ -282,7 +339,9 @@ def test_bad_values_fail_with_a_clear_message(helm, values, message):
 def test_kube_version_floor_and_capability_gating(helm):
     p = helm.template({}, "--kube-version", "1.19.0", check=False)
     assert p.returncode != 0 and "incompatible with Kubernetes v1.19.0" in p.stderr
-    assert not [d for d in helm.render({"serviceMonitor": {"enabled": False}}, *SM_API) if d["kind"] == "ServiceMonitor"]
+    assert not [
+        d for d in helm.render({"serviceMonitor": {"enabled": False}}, *SM_API) if d["kind"] == "ServiceMonitor"
+    ]
     assert find(helm.render({"serviceMonitor": {"enabled": True}}, *SM_API), "ServiceMonitor")
 
 
@@ -302,6 +361,7 @@ def test_test_pod_only_with_an_endpoint(helm):
     pod = find(helm.render({"tests": {"endpoint": "whisper", "namespace": "speech"}}), "Pod")
     (c,) = pod["spec"]["containers"]
     assert c["command"] == ["python3", "-c"] and "urllib.request" in c["args"][0]
-    assert {"name": "TRANSCRIBE_URL", "value": "http://whisper.speech.svc.cluster.local/v1/audio/transcriptions"} \
-        in c["env"]
+    assert {"name": "TRANSCRIBE_URL", "value": "http://whisper.speech.svc.cluster.local/v1/audio/transcriptions"} in c[
+        "env"
+    ]
     assert c["securityContext"]["readOnlyRootFilesystem"] is True

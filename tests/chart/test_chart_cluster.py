@@ -5,6 +5,7 @@ There is no kubelet: the operator runs here as a process (exactly the rendered c
 the ServiceAccount's token as its identity), and the `helm test` pod's container runs here too, its outcome written
 to the pod's status the way a kubelet would. Everything else (admission, RBAC, Helm's hooks) is the real thing.
 """
+
 from __future__ import annotations
 
 import base64
@@ -20,10 +21,8 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-
-from conftest import free_port
-
 from cluster.helpers import wait_for
+from conftest import free_port
 
 from .conftest import CHART, ROOT, find, run_test_pod_script
 
@@ -50,21 +49,32 @@ def release(cluster):
     ns = f"kw-{uuid.uuid4().hex[:6]}"
     cluster.kubectl("create", "namespace", ns)
     install(cluster, "kw", ns, {"operator": {"replicas": 0}}, "--wait", "--timeout", "60s")
-    yield {"namespace": ns, "name": "kw", "sa": "kw-kubewhisper", "lease": "kw-kubewhisper-operator",
-           "manifest": [d for d in yaml.safe_load_all(cluster.helm("get", "manifest", "kw", "-n", ns).stdout) if d]}
+    yield {
+        "namespace": ns,
+        "name": "kw",
+        "sa": "kw-kubewhisper",
+        "lease": "kw-kubewhisper-operator",
+        "manifest": [d for d in yaml.safe_load_all(cluster.helm("get", "manifest", "kw", "-n", ns).stdout) if d],
+    }
     cluster.helm("uninstall", "kw", "-n", ns, "--wait", check=False)
     cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
 def sa_kubeconfig(cluster, namespace: str, sa: str, path: Path) -> Path:
     """A kubeconfig that authenticates as the ServiceAccount (v1.20: its token Secret)."""
-    secret = wait_for(lambda: (get(cluster, "sa", sa, "-n", namespace) or {}).get("secrets"), 30, what="SA token")[0]["name"]
+    secret = wait_for(lambda: (get(cluster, "sa", sa, "-n", namespace) or {}).get("secrets"), 30, what="SA token")[0][
+        "name"
+    ]
     token = base64.b64decode(get(cluster, "secret", secret, "-n", namespace)["data"]["token"]).decode()
     admin = yaml.safe_load(Path(cluster.kubeconfig).read_text())
-    cfg = {"apiVersion": "v1", "kind": "Config", "clusters": admin["clusters"],
-           "users": [{"name": sa, "user": {"token": token}}],
-           "contexts": [{"name": sa, "context": {"cluster": admin["clusters"][0]["name"], "user": sa}}],
-           "current-context": sa}
+    cfg = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": admin["clusters"],
+        "users": [{"name": sa, "user": {"token": token}}],
+        "contexts": [{"name": sa, "context": {"cluster": admin["clusters"][0]["name"], "user": sa}}],
+        "current-context": sa,
+    }
     path.write_text(yaml.safe_dump(cfg))
     return path
 
@@ -78,13 +88,19 @@ def test_install_upgrade_uninstall(cluster, namespace):
     assert get(cluster, "clusterrole", f"{name}-kubewhisper-operator-cluster")
     assert get(cluster, "serviceaccount", f"{name}-kubewhisper", "-n", ns)
     # the API server admitted the pod under its securityContext, and the scheduler placed it
-    pod = wait_for(lambda: (get(cluster, "pods", "-n", ns, "-l", "app.kubernetes.io/component=operator") or {})
-               .get("items"), 30, what="operator pod")[0]
+    pod = wait_for(
+        lambda: (get(cluster, "pods", "-n", ns, "-l", "app.kubernetes.io/component=operator") or {}).get("items"),
+        30,
+        what="operator pod",
+    )[0]
     assert pod["spec"]["securityContext"]["runAsNonRoot"] is True and pod["spec"].get("nodeName")
 
-    values = {"operator": {"replicas": 1, "logLevel": "DEBUG"},
-              "endpoints": [{"name": "whisper-t4", "spec": {"model": "openai/whisper-large-v3",
-                                                            "nodeSelector": {"pool": "t4"}}}]}
+    values = {
+        "operator": {"replicas": 1, "logLevel": "DEBUG"},
+        "endpoints": [
+            {"name": "whisper-t4", "spec": {"model": "openai/whisper-large-v3", "nodeSelector": {"pool": "t4"}}}
+        ],
+    }
     out = install(cluster, name, ns, values, action="upgrade")
     assert "REVISION: 2" in out.stdout
     dep = get(cluster, "deployment", f"{name}-kubewhisper-operator", "-n", ns)
@@ -114,6 +130,7 @@ def test_install_upgrade_uninstall(cluster, namespace):
 def test_full_values_pass_server_side_validation(cluster, helm):
     """Every object of a non-default render is accepted by the v1.20 API server (dry run, nothing persists)."""
     from .test_chart import FULL
+
     values = {**FULL, "serviceMonitor": {"enabled": False}}
     for ns in ("kubewhisper", "team-a", "team-b"):
         cluster.kubectl("create", "namespace", ns, check=False)
@@ -129,24 +146,42 @@ def test_full_values_pass_server_side_validation(cluster, helm):
 
 # (verb, resource[/name][#subresource], namespace: None for cluster scope / all namespaces, RELEASE for the chart's)
 ALLOWED = [
-    ("list", "nodes", None), ("list", "whisperendpoints.kubewhisper.dev", None),
-    ("watch", "whisperendpoints.kubewhisper.dev", None), ("get", "whisperendpoints.kubewhisper.dev", "any-ns"),
+    ("list", "nodes", None),
+    ("list", "whisperendpoints.kubewhisper.dev", None),
+    ("watch", "whisperendpoints.kubewhisper.dev", None),
+    ("get", "whisperendpoints.kubewhisper.dev", "any-ns"),
     ("patch", "whisperendpoints.kubewhisper.dev#status", "any-ns"),
-    ("create", "deployments.apps", "any-ns"), ("patch", "deployments.apps", "any-ns"),
-    ("patch", "services", "any-ns"), ("create", "jobs.batch", "any-ns"), ("list", "pods", "any-ns"),
-    ("create", "events", "any-ns"), ("list", "customresourcedefinitions.apiextensions.k8s.io", None),
+    ("create", "deployments.apps", "any-ns"),
+    ("patch", "deployments.apps", "any-ns"),
+    ("patch", "services", "any-ns"),
+    ("create", "jobs.batch", "any-ns"),
+    ("list", "pods", "any-ns"),
+    ("create", "events", "any-ns"),
+    ("list", "customresourcedefinitions.apiextensions.k8s.io", None),
 ]
 DENIED = [
-    ("get", "secrets", None), ("list", "secrets", "RELEASE"), ("get", "secrets", "any-ns"),
-    ("create", "pods#exec", "any-ns"), ("create", "pods#attach", "any-ns"), ("create", "pods", "any-ns"),
-    ("delete", "deployments.apps", "any-ns"), ("delete", "whisperendpoints.kubewhisper.dev", "any-ns"),
-    ("update", "whisperendpoints.kubewhisper.dev", "any-ns"), ("patch", "nodes", None), ("delete", "nodes", None),
-    ("get", "configmaps", "any-ns"), ("create", "clusterroles.rbac.authorization.k8s.io", None),
-    ("create", "rolebindings.rbac.authorization.k8s.io", "RELEASE"), ("create", "namespaces", None),
-    ("create", "leases.coordination.k8s.io", "any-ns"), ("delete", "leases.coordination.k8s.io", "RELEASE"),
-    ("update", "leases.coordination.k8s.io/someone-else", "RELEASE"), ("delete", "jobs.batch", "any-ns"),
+    ("get", "secrets", None),
+    ("list", "secrets", "RELEASE"),
+    ("get", "secrets", "any-ns"),
+    ("create", "pods#exec", "any-ns"),
+    ("create", "pods#attach", "any-ns"),
+    ("create", "pods", "any-ns"),
+    ("delete", "deployments.apps", "any-ns"),
+    ("delete", "whisperendpoints.kubewhisper.dev", "any-ns"),
+    ("update", "whisperendpoints.kubewhisper.dev", "any-ns"),
+    ("patch", "nodes", None),
+    ("delete", "nodes", None),
+    ("get", "configmaps", "any-ns"),
+    ("create", "clusterroles.rbac.authorization.k8s.io", None),
+    ("create", "rolebindings.rbac.authorization.k8s.io", "RELEASE"),
+    ("create", "namespaces", None),
+    ("create", "leases.coordination.k8s.io", "any-ns"),
+    ("delete", "leases.coordination.k8s.io", "RELEASE"),
+    ("update", "leases.coordination.k8s.io/someone-else", "RELEASE"),
+    ("delete", "jobs.batch", "any-ns"),
     ("create", "validatingwebhookconfigurations.admissionregistration.k8s.io", None),
-    ("impersonate", "serviceaccounts", "RELEASE"), ("create", "serviceaccounts#token", "RELEASE"),
+    ("impersonate", "serviceaccounts", "RELEASE"),
+    ("create", "serviceaccounts#token", "RELEASE"),
 ]
 
 
@@ -154,16 +189,20 @@ def can_i(cluster, release, verb, resource, ns) -> bool:
     as_ = f"system:serviceaccount:{release['namespace']}:{release['sa']}"
     scope = ["-A"] if ns is None else ["-n", release["namespace"] if ns == "RELEASE" else ns]
     resource, _, sub = resource.partition("#")
-    p = cluster.kubectl("auth", "can-i", verb, resource, *scope, "--as", as_,
-                        *([f"--subresource={sub}"] if sub else []), check=False)
+    p = cluster.kubectl(
+        "auth", "can-i", verb, resource, *scope, "--as", as_, *([f"--subresource={sub}"] if sub else []), check=False
+    )
     assert p.stdout.strip() in ("yes", "no"), p.stdout + p.stderr
     return p.stdout.strip() == "yes"
 
 
 def test_rbac_can_i_exactly_what_is_needed(cluster, release):
     lease = f"leases.coordination.k8s.io/{release['lease']}"
-    allowed = ALLOWED + [("get", lease, "RELEASE"), ("update", lease, "RELEASE"),
-                         ("create", "leases.coordination.k8s.io", "RELEASE")]
+    allowed = ALLOWED + [
+        ("get", lease, "RELEASE"),
+        ("update", lease, "RELEASE"),
+        ("create", "leases.coordination.k8s.io", "RELEASE"),
+    ]
     wrong_yes = [a for a in DENIED if can_i(cluster, release, *a)]
     wrong_no = [a for a in allowed if not can_i(cluster, release, *a)]
     assert not wrong_yes, f"the operator may do what it does not need: {wrong_yes}"
@@ -176,18 +215,30 @@ def test_operator_runs_under_the_charts_identity(cluster, release, namespace, tm
     dep = find(release["manifest"], "Deployment")
     c = dep["spec"]["template"]["spec"]["containers"][0]
     port = free_port()
-    cmd = [str(Path(sys.executable).parent / "kopf") if a == "kopf" else
-           (f"--liveness=http://127.0.0.1:{port}/healthz" if a.startswith("--liveness=") else a)
-           for a in c["command"]]
+    cmd = [
+        str(Path(sys.executable).parent / "kopf")
+        if a == "kopf"
+        else (f"--liveness=http://127.0.0.1:{port}/healthz" if a.startswith("--liveness=") else a)
+        for a in c["command"]
+    ]
     env = {e["name"]: e["value"] for e in c["env"] if "value" in e}
     env["KUBEWHISPER_IDENTITY"] = "pytest-operator"  # the pod's name, from the downward API, in a cluster
     env["KUBEWHISPER_RESYNC_SECONDS"] = "2"
     kubeconfig = sa_kubeconfig(cluster, release["namespace"], release["sa"], tmp_path / "sa.kubeconfig")
     log_path = tmp_path / "operator.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, env={**os.environ, **env, "KUBECONFIG": str(kubeconfig),
-                                          "PYTHONPATH": f"{ROOT / 'inference'}:{ROOT / 'operator'}"},
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            env={
+                **os.environ,
+                **env,
+                "KUBECONFIG": str(kubeconfig),
+                "PYTHONPATH": f"{ROOT / 'inference'}:{ROOT / 'operator'}",
+            },
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         wait_for(lambda: _ok(f"http://127.0.0.1:{port}/healthz"), 60, what="kopf liveness")
         for f in ("endpoint-t4.yaml", "endpoint-h100.yaml"):
@@ -228,29 +279,62 @@ def _profiled(cluster, ns, name):
 def test_helm_test_transcribes_through_the_endpoint(cluster, namespace, image_server):
     """`helm test` creates its hook pod; the pod's container runs here against the real server (no kubelet or
     cluster network), and its exit code becomes the pod's phase, as a kubelet would report it."""
-    values = {"operator": {"replicas": 0},
-              "endpoints": [{"name": "whisper-tiny", "spec": {"model": "tiny.en", "nodeSelector": {"pool": "t4"}}}]}
+    values = {
+        "operator": {"replicas": 0},
+        "endpoints": [{"name": "whisper-tiny", "spec": {"model": "tiny.en", "nodeSelector": {"pool": "t4"}}}],
+    }
     install(cluster, "demo", namespace, values)
     try:
-        helm_test = subprocess.Popen([str(cluster.bin_dir / "helm"), "test", "demo", "-n", namespace,
-                                      "--timeout", "180s"], env=cluster.env(), stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)
+        helm_test = subprocess.Popen(
+            [str(cluster.bin_dir / "helm"), "test", "demo", "-n", namespace, "--timeout", "180s"],
+            env=cluster.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         pod_name = "demo-kubewhisper-test-transcription"
         pod = wait_for(lambda: get(cluster, "pod", pod_name, "-n", namespace), 60, what="helm test pod")
         env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
-        assert env["TRANSCRIBE_URL"] == \
-            f"http://whisper-tiny.{namespace}.svc.cluster.local/v1/audio/transcriptions"
+        assert env["TRANSCRIBE_URL"] == f"http://whisper-tiny.{namespace}.svc.cluster.local/v1/audio/transcriptions"
         run = run_test_pod_script(pod, image_server["url"])
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        status = {"phase": "Succeeded" if run.returncode == 0 else "Failed", "containerStatuses": [{
-            "name": "transcribe", "ready": False, "restartCount": 0, "image": pod["spec"]["containers"][0]["image"],
-            "imageID": "", "state": {"terminated": {"exitCode": run.returncode, "reason": "Completed",
-                                                    "startedAt": now, "finishedAt": now,
-                                                    "message": (run.stdout + run.stderr)[-1000:]}}}]}
-        cluster.kubectl("patch", "pod", pod_name, "-n", namespace, "--subresource=status", "--type=merge",
-                        "-p", json.dumps({"status": status}), check=False)
-        if cluster.kubectl("get", "pod", pod_name, "-n", namespace, "-o", "jsonpath={.status.phase}").stdout \
-                != status["phase"]:  # kubectl 1.32 vs API 1.20: --subresource may be unknown there, use the API
+        status = {
+            "phase": "Succeeded" if run.returncode == 0 else "Failed",
+            "containerStatuses": [
+                {
+                    "name": "transcribe",
+                    "ready": False,
+                    "restartCount": 0,
+                    "image": pod["spec"]["containers"][0]["image"],
+                    "imageID": "",
+                    "state": {
+                        "terminated": {
+                            "exitCode": run.returncode,
+                            "reason": "Completed",
+                            "startedAt": now,
+                            "finishedAt": now,
+                            "message": (run.stdout + run.stderr)[-1000:],
+                        }
+                    },
+                }
+            ],
+        }
+        cluster.kubectl(
+            "patch",
+            "pod",
+            pod_name,
+            "-n",
+            namespace,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            json.dumps({"status": status}),
+            check=False,
+        )
+        if (
+            cluster.kubectl("get", "pod", pod_name, "-n", namespace, "-o", "jsonpath={.status.phase}").stdout
+            != status["phase"]
+        ):  # kubectl 1.32 vs API 1.20: --subresource may be unknown there, use the API
             _patch_status_via_api(cluster, namespace, pod_name, status)
         out, _ = helm_test.communicate(timeout=120)
         assert run.returncode == 0, run.stdout + run.stderr
@@ -262,5 +346,6 @@ def test_helm_test_transcribes_through_the_endpoint(cluster, namespace, image_se
 
 def _patch_status_via_api(cluster, namespace, pod, status):
     from kubernetes import client, config
+
     api = config.new_client_from_config(config_file=cluster.kubeconfig)
     client.CoreV1Api(api).patch_namespaced_pod_status(pod, namespace, {"status": status})

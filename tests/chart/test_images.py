@@ -1,5 +1,6 @@
 """Dockerfile.inference and Dockerfile.operator without a Docker engine: hadolint, the invariants the chart and the
 operator rely on, and each image's ENTRYPOINT run here with the image's ENV (the same program, not a stand-in)."""
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,9 @@ def hadolint() -> str:
 @pytest.mark.unit
 @pytest.mark.parametrize("name", ["inference", "operator"])
 def test_hadolint_clean(name):
-    p = subprocess.run([hadolint(), "--failure-threshold", "info", str(ROOT / f"Dockerfile.{name}")],
-                       capture_output=True, text=True)
+    p = subprocess.run(
+        [hadolint(), "--failure-threshold", "info", str(ROOT / f"Dockerfile.{name}")], capture_output=True, text=True
+    )
     assert p.returncode == 0, p.stdout + p.stderr
 
 

@@ -6,6 +6,7 @@ There is no kubelet: pods are scheduled onto the fake nodes but never start, so 
 ``status`` subresource) to simulate readiness and the NVML probe's termination message. That is the only simulated
 part: everything else (CRD validation, the Deployment/GC/Job controllers, the scheduler) is the real thing.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -25,15 +26,23 @@ ROOT = Path(__file__).resolve().parents[2]
 def control_plane(tmp_path_factory):
     d = tmp_path_factory.mktemp("cluster")
     base = free_port_block(5)  # API server, controller-manager, scheduler; etcd client, etcd peer
-    env = dict(os.environ, KUBEWHISPER_CLUSTER_DIR=str(d),
-               KUBEWHISPER_APISERVER_PORT=str(base), KUBEWHISPER_ETCD_PORT=str(base + 3))
+    env = dict(
+        os.environ,
+        KUBEWHISPER_CLUSTER_DIR=str(d),
+        KUBEWHISPER_APISERVER_PORT=str(base),
+        KUBEWHISPER_ETCD_PORT=str(base + 3),
+    )
     try:
-        out = subprocess.run([str(ROOT / "scripts/cluster-up.sh")], env=env, capture_output=True, text=True,
-                             timeout=900)
+        out = subprocess.run(
+            [str(ROOT / "scripts/cluster-up.sh")], env=env, capture_output=True, text=True, timeout=900
+        )
         if out.returncode != 0:
             # the script's stderr holds the failing component's log tail: show it, or CI says only "exit status 1"
-            pytest.fail(f"scripts/cluster-up.sh exited {out.returncode} (ports {base}-{base + 4}, state in {d}):\n"
-                        f"{out.stderr[-6000:]}", pytrace=False)
+            pytest.fail(
+                f"scripts/cluster-up.sh exited {out.returncode} (ports {base}-{base + 4}, state in {d}):\n"
+                f"{out.stderr[-6000:]}",
+                pytrace=False,
+            )
         kubeconfig = out.stdout.strip().splitlines()[-1].split("=", 1)[1]
         yield {"kubeconfig": kubeconfig, "dir": d}
     finally:
@@ -52,26 +61,54 @@ def api(control_plane):
 def _node(name: str, pool: str, labels: dict[str, str], gpus: int = 8) -> dict:
     cap = {"cpu": "64", "memory": "512Gi", "pods": "110", "nvidia.com/gpu": str(gpus)}
     return {
-        "apiVersion": "v1", "kind": "Node",
+        "apiVersion": "v1",
+        "kind": "Node",
         "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, "pool": pool, **labels}},
-        "status": {"capacity": cap, "allocatable": cap, "conditions": [{
-            "type": "Ready", "status": "True", "reason": "KubeletReady", "message": "fake",
-            "lastHeartbeatTime": "2026-01-01T00:00:00Z", "lastTransitionTime": "2026-01-01T00:00:00Z"}]},
+        "status": {
+            "capacity": cap,
+            "allocatable": cap,
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "KubeletReady",
+                    "message": "fake",
+                    "lastHeartbeatTime": "2026-01-01T00:00:00Z",
+                    "lastTransitionTime": "2026-01-01T00:00:00Z",
+                }
+            ],
+        },
     }
 
 
 GPU = "nvidia.com/gpu"
 NODES = [
     _node("t4-1", "t4", {f"{GPU}.product": "Tesla-T4", f"{GPU}.compute.major": "7", f"{GPU}.compute.minor": "5"}),
-    _node("h100-1", "h100", {f"{GPU}.product": "NVIDIA-H100-80GB-HBM3", f"{GPU}.compute.major": "9",
-                             f"{GPU}.compute.minor": "0", f"{GPU}.memory": "81559"}),
-    _node("a10g-1", "a10g", {f"{GPU}.product": "NVIDIA-A10G"}),          # product label only -> 8.6
-    _node("bare-1", "bare", {}),                                            # nothing -> NVML probe
+    _node(
+        "h100-1",
+        "h100",
+        {
+            f"{GPU}.product": "NVIDIA-H100-80GB-HBM3",
+            f"{GPU}.compute.major": "9",
+            f"{GPU}.compute.minor": "0",
+            f"{GPU}.memory": "81559",
+        },
+    ),
+    _node("a10g-1", "a10g", {f"{GPU}.product": "NVIDIA-A10G"}),  # product label only -> 8.6
+    _node("bare-1", "bare", {}),  # nothing -> NVML probe
     # a mixed pool: T4 and H100 under one label
-    _node("mixed-t4", "mixed", {f"{GPU}.product": "Tesla-T4", f"{GPU}.compute.major": "7",
-                                f"{GPU}.compute.minor": "5"}, gpus=2),
-    _node("mixed-h100", "mixed", {f"{GPU}.product": "NVIDIA-H100-80GB-HBM3", f"{GPU}.compute.major": "9",
-                                  f"{GPU}.compute.minor": "0"}, gpus=4),
+    _node(
+        "mixed-t4",
+        "mixed",
+        {f"{GPU}.product": "Tesla-T4", f"{GPU}.compute.major": "7", f"{GPU}.compute.minor": "5"},
+        gpus=2,
+    ),
+    _node(
+        "mixed-h100",
+        "mixed",
+        {f"{GPU}.product": "NVIDIA-H100-80GB-HBM3", f"{GPU}.compute.major": "9", f"{GPU}.compute.minor": "0"},
+        gpus=4,
+    ),
 ]
 
 
@@ -102,8 +139,9 @@ def run_operator():
     saved = {k: os.environ.get(k) for k in OPERATOR_ENV}
     os.environ.update(OPERATOR_ENV)
     try:
-        with KopfRunner(["run", "--standalone", "--all-namespaces", "-m", "whisper_operator.handlers"],
-                        timeout=60) as runner:
+        with KopfRunner(
+            ["run", "--standalone", "--all-namespaces", "-m", "whisper_operator.handlers"], timeout=60
+        ) as runner:
             yield runner
     finally:
         for k, v in saved.items():

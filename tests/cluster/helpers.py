@@ -1,4 +1,5 @@
 """Small polling helpers for the cluster tier (real API calls, no mocks)."""
+
 from __future__ import annotations
 
 import time
@@ -26,8 +27,12 @@ def wait_for(fn, timeout: float = 30, interval: float = 0.25, what: str = "condi
 
 
 def create_endpoint(api, namespace: str, name: str, spec: dict) -> dict:
-    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "WhisperEndpoint",
-            "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "WhisperEndpoint",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
     return client.CustomObjectsApi(api).create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
 
 
@@ -37,7 +42,8 @@ def get_endpoint(api, namespace: str, name: str) -> dict:
 
 def patch_spec(api, namespace: str, name: str, spec: dict) -> dict:
     return client.CustomObjectsApi(api).patch_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, name, {"spec": spec}, _content_type="application/merge-patch+json")
+        GROUP, VERSION, namespace, PLURAL, name, {"spec": spec}, _content_type="application/merge-patch+json"
+    )
 
 
 def condition(body: dict, type_: str) -> dict:
@@ -63,12 +69,26 @@ def mark_pods_ready(api, namespace: str, selector: str) -> int:
     for pod in core.list_namespaced_pod(namespace, label_selector=selector).items:
         if pod.metadata.deletion_timestamp:
             continue
-        status = {"phase": "Running", "startTime": now, "conditions": [
-            {"type": t, "status": "True", "lastTransitionTime": now}
-            for t in ("PodScheduled", "Initialized", "ContainersReady", "Ready")],
-            "containerStatuses": [{"name": "whisper", "ready": True, "restartCount": 0, "started": True,
-                                   "image": pod.spec.containers[0].image, "imageID": "", "containerID": "fake://1",
-                                   "state": {"running": {"startedAt": now}}}]}
+        status = {
+            "phase": "Running",
+            "startTime": now,
+            "conditions": [
+                {"type": t, "status": "True", "lastTransitionTime": now}
+                for t in ("PodScheduled", "Initialized", "ContainersReady", "Ready")
+            ],
+            "containerStatuses": [
+                {
+                    "name": "whisper",
+                    "ready": True,
+                    "restartCount": 0,
+                    "started": True,
+                    "image": pod.spec.containers[0].image,
+                    "imageID": "",
+                    "containerID": "fake://1",
+                    "state": {"running": {"startedAt": now}},
+                }
+            ],
+        }
         core.patch_namespaced_pod_status(pod.metadata.name, namespace, {"status": status})
         n += 1
     return n

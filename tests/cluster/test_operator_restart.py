@@ -1,4 +1,5 @@
 """Operator restarts and the one-active-operator Lease (runs after test_operator_cluster.py's operator stopped)."""
+
 from __future__ import annotations
 
 import time
@@ -24,12 +25,15 @@ def test_operator_restart_converges(api, gpu_nodes, namespace):
     client.AppsV1Api(api).delete_namespaced_deployment("ep", namespace)
     create_endpoint(api, namespace, "late", {"model": MODEL, "nodeSelector": {"pool": "h100"}})
     with run_operator():
-        dep = wait_for(lambda: (d := deployment(api, namespace, "ep")).metadata.uid != first.metadata.uid and d,
-                       what="deployment recreated after restart")
+        dep = wait_for(
+            lambda: (d := deployment(api, namespace, "ep")).metadata.uid != first.metadata.uid and d,
+            what="deployment recreated after restart",
+        )
         assert env_of(dep)["DTYPE"] == "float32"
         assert env_of(wait_for(lambda: deployment(api, namespace, "late"), what="late"))["DTYPE"] == "bfloat16"
-        wait_for(lambda: get_endpoint(api, namespace, "ep")["status"]["observedGeneration"] == 2,
-                 what="observedGeneration 2")
+        wait_for(
+            lambda: get_endpoint(api, namespace, "ep")["status"]["observedGeneration"] == 2, what="observedGeneration 2"
+        )
 
 
 def test_only_one_operator_holds_the_lease(api, gpu_nodes, namespace):
@@ -37,8 +41,11 @@ def test_only_one_operator_holds_the_lease(api, gpu_nodes, namespace):
     duration = float(OPERATOR_ENV["KUBEWHISPER_LEASE_DURATION_SECONDS"])
     other = LeaseElector(coord, "kubewhisper-operator", "default", "other-replica", duration)
     with run_operator():
-        wait_for(lambda: coord.read_namespaced_lease("kubewhisper-operator", "default").spec.holder_identity
-                 not in (None, "other-replica"), what="operator holds the Lease")
+        wait_for(
+            lambda: coord.read_namespaced_lease("kubewhisper-operator", "default").spec.holder_identity
+            not in (None, "other-replica"),
+            what="operator holds the Lease",
+        )
         for _ in range(3):
             assert other.try_acquire_or_renew() is False
             time.sleep(duration / 3)

@@ -1,6 +1,7 @@
 """Long audio on the real multilingual base model: what Whisper skips inside a window is decoded again, and windows
 are cut in pauses. Each case failed before: the text after the first sentence, or a sentence across 30 s, was lost.
 """
+
 from __future__ import annotations
 
 import io
@@ -8,7 +9,6 @@ import io
 import httpx
 import numpy as np
 import pytest
-
 from helpers import wer
 
 pytestmark = pytest.mark.engine
@@ -19,6 +19,7 @@ JFK = "And so my fellow Americans, ask not what your country can do for you, ask
 def compose(fixtures_dir, names, gap=0.6, pad_before=None):
     """The clips with `gap` seconds of silence after each; pad_before={i: seconds} adds silence before clip i."""
     import soundfile as sf
+
     parts, texts = [], []
     for i, n in enumerate(names):
         if pad_before and i in pad_before:
@@ -32,9 +33,12 @@ def compose(fixtures_dir, names, gap=0.6, pad_before=None):
 
 
 def transcribe(server, wav: bytes, fmt: str) -> httpx.Response:
-    r = httpx.post(server.url + "/v1/audio/transcriptions", data={"model": "whisper", "response_format": fmt,
-                                                                  "language": "en"},
-                   files={"file": ("long.wav", wav, "audio/wav")}, timeout=300)
+    r = httpx.post(
+        server.url + "/v1/audio/transcriptions",
+        data={"model": "whisper", "response_format": fmt, "language": "en"},
+        files={"file": ("long.wav", wav, "audio/wav")},
+        timeout=300,
+    )
     assert r.status_code == 200, r.text
     return r
 
@@ -66,11 +70,11 @@ def test_a_sentence_across_the_30_s_mark_and_every_window_tail_survive(base_serv
 def test_streamed_long_audio_includes_what_was_decoded_again(base_server, fixtures_dir):
     """stream=true over three windows, one of which base stops early in: the rest is streamed in order."""
     from openai import OpenAI
+
     wav, reference, duration = compose(fixtures_dir, ["en1", "en2", "en3", "en1", "en2", "en3", "jfk", "en1"])
     assert duration > 30
     sdk = OpenAI(base_url=base_server.url + "/v1", api_key="dummy", max_retries=0, timeout=300)
-    events = list(sdk.audio.transcriptions.create(model="whisper", file=("long.wav", wav), language="en",
-                                                  stream=True))
+    events = list(sdk.audio.transcriptions.create(model="whisper", file=("long.wav", wav), language="en", stream=True))
     assert events[-1].type == "transcript.text.done"
     deltas = "".join(e.delta for e in events[:-1])
     assert deltas == events[-1].text

@@ -1,4 +1,5 @@
 """Start-up failures end the process with a clear message instead of a server that never gets ready."""
+
 from __future__ import annotations
 
 import os
@@ -6,17 +7,22 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT, free_port
 
 pytestmark = pytest.mark.engine
 
 
 def run_server(**env: str) -> subprocess.CompletedProcess:
-    full = {**os.environ, "PYTHONPATH": f"{ROOT / 'inference'}:{ROOT / 'operator'}", "HOST": "127.0.0.1",
-            "PORT": str(free_port()), **env}
-    return subprocess.run([sys.executable, "-m", "whisper_inference"], env=full, capture_output=True,
-                          text=True, timeout=300)
+    full = {
+        **os.environ,
+        "PYTHONPATH": f"{ROOT / 'inference'}:{ROOT / 'operator'}",
+        "HOST": "127.0.0.1",
+        "PORT": str(free_port()),
+        **env,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "whisper_inference"], env=full, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_bad_setting_exits_2_naming_the_variable():

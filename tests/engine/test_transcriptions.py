@@ -1,11 +1,11 @@
 """The real server (subprocess), real vLLM engine, real Whisper weights, the official openai SDK."""
+
 from __future__ import annotations
 
 import httpx
 import pytest
-from openai import OpenAI
-
 from helpers import wer
+from openai import OpenAI
 
 pytestmark = pytest.mark.engine
 JFK = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
@@ -38,9 +38,13 @@ def test_synthesized_sentences(tiny_server, fixtures_dir, n):
 def test_seed_curl_form(tiny_server, fixtures_dir):
     """What the seed's curl commands send: Bearer dummy, -F model=whisper, -F file=@jfk.wav."""
     with open(fixtures_dir / "jfk.wav", "rb") as f:
-        r = httpx.post(tiny_server.url + "/v1/audio/transcriptions", headers={"Authorization": "Bearer dummy"},
-                       data={"model": "whisper", "response_format": "text"},
-                       files={"file": ("jfk.wav", f, "audio/wav")}, timeout=120)
+        r = httpx.post(
+            tiny_server.url + "/v1/audio/transcriptions",
+            headers={"Authorization": "Bearer dummy"},
+            data={"model": "whisper", "response_format": "text"},
+            files={"file": ("jfk.wav", f, "audio/wav")},
+            timeout=120,
+        )
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     assert wer(JFK, r.text) < 0.15
 
@@ -49,6 +53,7 @@ def test_long_audio_is_chunked_with_real_offsets(tiny_server, fixtures_dir, tmp_
     """Real speech past one 30 s window: segments from every window, offset by its real start."""
     import numpy as np
     import soundfile as sf
+
     names = ["jfk", "en1", "en2", "en3", "jfk"]
     clips = [sf.read(fixtures_dir / f"{n}.wav", dtype="float32")[0] for n in names]
     rate = 16000
@@ -58,8 +63,9 @@ def test_long_audio_is_chunked_with_real_offsets(tiny_server, fixtures_dir, tmp_
     path = tmp_path / "long.wav"
     sf.write(path, long, rate)
     with open(path, "rb") as f:
-        result = client(tiny_server).audio.transcriptions.create(model="whisper", file=f,
-                                                                 response_format="verbose_json")
+        result = client(tiny_server).audio.transcriptions.create(
+            model="whisper", file=f, response_format="verbose_json"
+        )
     assert abs(result.duration - len(long) / rate) < 0.05
     starts = [s.start for s in result.segments]
     assert starts == sorted(starts) and result.segments[-1].end <= result.duration + 1e-6
@@ -70,23 +76,28 @@ def test_long_audio_is_chunked_with_real_offsets(tiny_server, fixtures_dir, tmp_
 def test_audio_longer_than_limit_is_400(tiny_server, fixtures_dir, tmp_path):
     import numpy as np
     import soundfile as sf
+
     path = tmp_path / "long.wav"
-    sf.write(path, np.zeros(16000 * 121, np.float32), 16000)   # the fixture server allows 120 s
+    sf.write(path, np.zeros(16000 * 121, np.float32), 16000)  # the fixture server allows 120 s
     with open(path, "rb") as f:
-        r = httpx.post(tiny_server.url + "/v1/audio/transcriptions", data={"model": "whisper"},
-                       files={"file": f}, timeout=60)
+        r = httpx.post(
+            tiny_server.url + "/v1/audio/transcriptions", data={"model": "whisper"}, files={"file": f}, timeout=60
+        )
     assert r.status_code == 400
     err = r.json()["error"]
     assert err["param"] == "file" and "120" in err["message"] and "MAX_AUDIO_SECONDS" in err["message"]
 
 
-@pytest.mark.parametrize("files,data,param", [
-    ({"file": ("garbage.wav", b"\x00\x13garbage" * 500, "audio/wav")}, {"model": "whisper"}, "file"),
-    ({"file": ("empty.wav", b"", "audio/wav")}, {"model": "whisper"}, "file"),
-    ({"attachment": ("notes.txt", b"not the file field", "text/plain")}, {"model": "whisper"}, "file"),
-    ({"file": ("x.wav", b"RIFF", "audio/wav")}, {"model": "whisper", "response_format": "xml"}, "response_format"),
-    ({"file": ("x.wav", b"RIFF", "audio/wav")}, {}, "model"),
-])
+@pytest.mark.parametrize(
+    "files,data,param",
+    [
+        ({"file": ("garbage.wav", b"\x00\x13garbage" * 500, "audio/wav")}, {"model": "whisper"}, "file"),
+        ({"file": ("empty.wav", b"", "audio/wav")}, {"model": "whisper"}, "file"),
+        ({"attachment": ("notes.txt", b"not the file field", "text/plain")}, {"model": "whisper"}, "file"),
+        ({"file": ("x.wav", b"RIFF", "audio/wav")}, {"model": "whisper", "response_format": "xml"}, "response_format"),
+        ({"file": ("x.wav", b"RIFF", "audio/wav")}, {}, "model"),
+    ],
+)
 def test_bad_input_is_openai_shaped_400(tiny_server, files, data, param):
     r = httpx.post(tiny_server.url + "/v1/audio/transcriptions", data=data, files=files, timeout=60)
     assert r.status_code == 400, r.text
@@ -97,6 +108,7 @@ def test_bad_input_is_openai_shaped_400(tiny_server, files, data, param):
 
 def test_unknown_model_is_404(tiny_server, fixtures_dir):
     from openai import NotFoundError
+
     with open(fixtures_dir / "jfk.wav", "rb") as f, pytest.raises(NotFoundError) as exc:
         client(tiny_server).audio.transcriptions.create(model="gpt-4o-transcribe", file=f)
     assert exc.value.body["code"] == "model_not_found"
@@ -104,6 +116,7 @@ def test_unknown_model_is_404(tiny_server, fixtures_dir):
 
 def test_english_only_model_rejects_other_language(tiny_server, fixtures_dir):
     from openai import BadRequestError
+
     with open(fixtures_dir / "jfk.wav", "rb") as f, pytest.raises(BadRequestError) as exc:
         client(tiny_server).audio.transcriptions.create(model="whisper", file=f, language="de")
     assert exc.value.body["param"] == "language"
@@ -122,18 +135,21 @@ def test_models_health_ready_docs(tiny_server):
 
 def test_multilingual_detects_language(base_server, fixtures_dir):
     with open(fixtures_dir / "de1.wav", "rb") as f:
-        result = client(base_server).audio.transcriptions.create(model="whisper-base", file=f,
-                                                                 response_format="verbose_json")
+        result = client(base_server).audio.transcriptions.create(
+            model="whisper-base", file=f, response_format="verbose_json"
+        )
     assert result.language == "german"
     assert "guten morgen" in result.text.lower()
     with open(fixtures_dir / "jfk.wav", "rb") as f:
-        result = client(base_server).audio.transcriptions.create(model="whisper", file=f,
-                                                                 response_format="verbose_json")
+        result = client(base_server).audio.transcriptions.create(
+            model="whisper", file=f, response_format="verbose_json"
+        )
     assert result.language == "english" and wer(JFK, result.text) < 0.15
 
 
 def test_language_given_is_used(base_server, fixtures_dir):
     with open(fixtures_dir / "jfk.wav", "rb") as f:
-        result = client(base_server).audio.transcriptions.create(model="whisper", file=f, language="en",
-                                                                 response_format="verbose_json")
+        result = client(base_server).audio.transcriptions.create(
+            model="whisper", file=f, language="en", response_format="verbose_json"
+        )
     assert result.language == "english" and wer(JFK, result.text) < 0.15

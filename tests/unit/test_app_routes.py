@@ -1,4 +1,5 @@
 """The app's route table and middleware, without an engine (the lifespan is not run)."""
+
 import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
@@ -51,17 +52,25 @@ def test_upload_limit_by_content_length_and_while_streaming(app):
     assert "MAX_UPLOAD_MB" in r.json()["error"]["message"]
 
     def chunks():  # no Content-Length: the limit must trip while the body streams in
-        yield b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\n"
+        yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
         for _ in range(40):
             yield b"\0" * 65536
-    r = client.post("/v1/audio/transcriptions", content=chunks(),
-                    headers={**auth, "Content-Type": "multipart/form-data; boundary=b"})
+
+    r = client.post(
+        "/v1/audio/transcriptions",
+        content=chunks(),
+        headers={**auth, "Content-Type": "multipart/form-data; boundary=b"},
+    )
     assert r.status_code == 413 and r.json()["error"]["param"] == "file"
 
 
 def test_not_ready_is_503_openai_shaped(app):
     client = TestClient(app)
-    r = client.post("/v1/audio/transcriptions", headers={"Authorization": "Bearer k1"},
-                    data={"model": "whisper"}, files={"file": ("a.wav", b"RIFF")})
+    r = client.post(
+        "/v1/audio/transcriptions",
+        headers={"Authorization": "Bearer k1"},
+        data={"model": "whisper"},
+        files={"file": ("a.wav", b"RIFF")},
+    )
     assert r.status_code == 503 and r.headers["retry-after"] == "5"
     assert r.json()["error"]["code"] == "not_ready"

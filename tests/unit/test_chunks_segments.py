@@ -7,10 +7,26 @@ from whisper_inference.engine.segments import split_segments
 from whisper_inference.engine.vocab import WhisperVocab
 
 pytestmark = pytest.mark.unit
-ML = WhisperVocab(sot=50258, eot=50257, transcribe=50360, translate=50359, startofprev=50362,
-                  notimestamps=50364, nospeech=50363, languages={"en": 50259, "de": 50261})
-EN = WhisperVocab(sot=50257, eot=50256, transcribe=50359, translate=50358, startofprev=50361,
-                  notimestamps=50363, nospeech=50362, languages={})
+ML = WhisperVocab(
+    sot=50258,
+    eot=50257,
+    transcribe=50360,
+    translate=50359,
+    startofprev=50362,
+    notimestamps=50364,
+    nospeech=50363,
+    languages={"en": 50259, "de": 50261},
+)
+EN = WhisperVocab(
+    sot=50257,
+    eot=50256,
+    transcribe=50359,
+    translate=50358,
+    startofprev=50361,
+    notimestamps=50363,
+    nospeech=50362,
+    languages={},
+)
 
 
 def ts(vocab, seconds):
@@ -74,7 +90,7 @@ def test_prompts():
 def _speech_with_pause(rate, seconds, pause_at, pause_len=0.4, seed=0):
     rng = np.random.default_rng(seed)
     audio = (0.3 * rng.standard_normal(int(seconds * rate))).astype(np.float32)
-    audio[int(pause_at * rate):int((pause_at + pause_len) * rate)] *= 0.001
+    audio[int(pause_at * rate) : int((pause_at + pause_len) * rate)] *= 0.001
     return audio
 
 
@@ -82,8 +98,8 @@ def test_windows_are_cut_in_the_pause_before_the_boundary():
     rate = 16000
     audio = _speech_with_pause(rate, 70, pause_at=27.8)
     chunks = split_audio(audio, rate, 30, search_seconds=3)
-    assert 27.8 < chunks[1].start < 28.2                  # in the pause, not at 30.0 mid-"word"
-    assert all(c.duration(rate) <= 30 for c in chunks)     # never past Whisper's input
+    assert 27.8 < chunks[1].start < 28.2  # in the pause, not at 30.0 mid-"word"
+    assert all(c.duration(rate) <= 30 for c in chunks)  # never past Whisper's input
     assert sum(len(c.samples) for c in chunks) == len(audio)  # nothing lost, nothing repeated
     assert [c.start for c in chunks] == sorted(c.start for c in chunks)
     assert np.array_equal(np.concatenate([c.samples for c in chunks]), audio)
@@ -92,7 +108,7 @@ def test_windows_are_cut_in_the_pause_before_the_boundary():
 def test_a_cut_stays_within_the_search_range():
     rate = 16000
     silent = split_audio(np.zeros(int(65 * rate), np.float32), rate, 30, search_seconds=3)
-    assert 27.0 <= silent[1].start <= 30.0                 # all silence: the middle of it
+    assert 27.0 <= silent[1].start <= 30.0  # all silence: the middle of it
     noisy = split_audio(_speech_with_pause(rate, 65, pause_at=10), rate, 30, search_seconds=3)
     assert 27.0 <= noisy[1].start <= 30.0
 
@@ -101,17 +117,18 @@ def test_a_pause_between_sentences_beats_a_later_silent_word_gap():
     """Clean (and synthetic) speech has silent gaps between words too; the longest quiet stretch wins."""
     rate = 16000
     audio = _speech_with_pause(rate, 40, pause_at=26.0, pause_len=0.5)
-    audio[int(29.5 * rate):int(29.6 * rate)] = 0.0        # a word gap: shorter, later, even quieter
+    audio[int(29.5 * rate) : int(29.6 * rate)] = 0.0  # a word gap: shorter, later, even quieter
     chunks = split_audio(audio, rate, 30, search_seconds=5)
     assert 26.0 < chunks[1].start < 26.5
 
 
 def test_quiet_and_speech_level():
     from whisper_inference.audio.chunk import is_quiet, speech_level
+
     rate = 16000
     audio = _speech_with_pause(rate, 10, pause_at=4, pause_len=3)
     level = speech_level(audio, rate)
-    assert is_quiet(audio[int(4.2 * rate):int(6.8 * rate)], rate, level)
-    assert not is_quiet(audio[int(6.5 * rate):], rate, level)
+    assert is_quiet(audio[int(4.2 * rate) : int(6.8 * rate)], rate, level)
+    assert not is_quiet(audio[int(6.5 * rate) :], rate, level)
     silent = np.zeros(rate, np.float32)
     assert is_quiet(silent, rate, speech_level(silent, rate))  # an all-silent upload has nothing to decode again

@@ -11,8 +11,9 @@ L4 = GpuInfo(8, 9, "NVIDIA L4", 23034)
 H100 = GpuInfo(9, 0, "NVIDIA H100 80GB HBM3", 81559)
 
 
-@pytest.mark.parametrize("gpu,dtype", [(T4, "half"), (A100, "bfloat16"), (L4, "bfloat16"),
-                                       (H100, "bfloat16"), (None, "float32")])
+@pytest.mark.parametrize(
+    "gpu,dtype", [(T4, "half"), (A100, "bfloat16"), (L4, "bfloat16"), (H100, "bfloat16"), (None, "float32")]
+)
 def test_auto_dtype_follows_compute_capability(gpu, dtype):
     assert choose_dtype("auto", gpu)[0] == dtype
 
@@ -21,9 +22,20 @@ def test_explicit_dtype_wins():
     assert choose_dtype("half", H100) == ("half", "set explicitly (DTYPE=half)")
 
 
-@pytest.mark.parametrize("requested,gpu,expected", [
-    ("fp8", H100, "fp8"), ("fp8", L4, "fp8"), ("fp8", A100, "auto"), ("fp8", T4, "auto"), ("fp8", None, "auto"),
-    ("fp16", T4, "auto"), ("fp16", H100, "auto"), ("bf16", A100, "auto"), ("fp32", None, "auto")])
+@pytest.mark.parametrize(
+    "requested,gpu,expected",
+    [
+        ("fp8", H100, "fp8"),
+        ("fp8", L4, "fp8"),
+        ("fp8", A100, "auto"),
+        ("fp8", T4, "auto"),
+        ("fp8", None, "auto"),
+        ("fp16", T4, "auto"),
+        ("fp16", H100, "auto"),
+        ("bf16", A100, "auto"),
+        ("fp32", None, "auto"),
+    ],
+)
 def test_kv_cache_dtype_maps_to_vllm(requested, gpu, expected):
     assert choose_kv_cache_dtype(requested, gpu) == expected
 
@@ -32,6 +44,7 @@ def test_kv_cache_values_are_known_to_vllm():
     from typing import get_args
 
     from vllm.config.cache import CacheDType
+
     for req in ("auto", "fp8", "fp16", "bf16", "fp32"):
         for gpu in (T4, L4, H100, None):
             assert choose_kv_cache_dtype(req, gpu) in get_args(CacheDType)
@@ -49,6 +62,7 @@ def test_engine_args_cpu_and_gpu(monkeypatch):
     assert gpu["dtype"] == "half" and not gpu["enforce_eager"] and gpu["attention_backend"] == "TRITON_ATTN"
     assert gpu["max_num_seqs"] == 128
     from vllm.engine.arg_utils import AsyncEngineArgs
+
     AsyncEngineArgs(**cpu)  # every key is one vLLM 0.32 accepts
 
 

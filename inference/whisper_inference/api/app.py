@@ -1,11 +1,12 @@
 """create_app(): the FastAPI application, its engine injected or built from settings."""
+
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from contextlib import asynccontextmanager
-from typing import Callable
 
 import numpy as np
 from fastapi import FastAPI
@@ -30,8 +31,9 @@ async def warm_up(engine: WhisperEngine, settings: Settings) -> None:
     t = np.arange(rate) / rate
     tone = (0.1 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
     language = "en" if engine.vocab.multilingual else None
-    await engine.generate(tone, decoder_prompt(engine.vocab, language=language, task="transcribe",
-                                               timestamps=False), 0.0, max_tokens=4)
+    await engine.generate(
+        tone, decoder_prompt(engine.vocab, language=language, task="transcribe", timestamps=False), 0.0, max_tokens=4
+    )
 
 
 async def start_engine(state: ServerState) -> None:
@@ -47,18 +49,30 @@ async def start_engine(state: ServerState) -> None:
         return
     state.startup_seconds = round(time.monotonic() - began, 1)
     state.ready = True
-    log.info("ready in %.1f s (%s, %s)", state.startup_seconds, state.engine.profile.device,
-             state.engine.profile.dtype_reason)
+    log.info(
+        "ready in %.1f s (%s, %s)",
+        state.startup_seconds,
+        state.engine.profile.device,
+        state.engine.profile.dtype_reason,
+    )
 
 
-def create_app(settings: Settings, engine: WhisperEngine | None = None,
-               gpu_detector: Callable[[], GpuInfo | None] = detect_gpu,
-               on_fatal: Callable[[], None] | None = None) -> FastAPI:
+def create_app(
+    settings: Settings,
+    engine: WhisperEngine | None = None,
+    gpu_detector: Callable[[], GpuInfo | None] = detect_gpu,
+    on_fatal: Callable[[], None] | None = None,
+) -> FastAPI:
     engine = engine or WhisperEngine(settings, gpu_detector())
     metrics = Metrics()
-    state = ServerState(settings=settings, engine=engine, transcriber=Transcriber(engine, settings),
-                        admission=AdmissionControl(settings.max_concurrent_requests, settings.max_queue),
-                        metrics=metrics, on_fatal=on_fatal)
+    state = ServerState(
+        settings=settings,
+        engine=engine,
+        transcriber=Transcriber(engine, settings),
+        admission=AdmissionControl(settings.max_concurrent_requests, settings.max_queue),
+        metrics=metrics,
+        on_fatal=on_fatal,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -70,8 +84,12 @@ def create_app(settings: Settings, engine: WhisperEngine | None = None,
             starter.cancel()
             engine.shutdown()
 
-    app = FastAPI(title="kubewhisper", version="0.1.0", lifespan=lifespan,
-                  description="OpenAI-compatible speech-to-text (Whisper on vLLM)")
+    app = FastAPI(
+        title="kubewhisper",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="OpenAI-compatible speech-to-text (Whisper on vLLM)",
+    )
     app.state.server = state
     install_error_handlers(app)
     app.include_router(routes_audio.router)

@@ -1,4 +1,5 @@
 """Bearer API keys on every /v1 route (constant-time comparison); probes and metrics stay open."""
+
 from __future__ import annotations
 
 import hmac
@@ -20,5 +21,10 @@ def require_api_key(request: Request) -> None:
     for key in keys:
         matched |= hmac.compare_digest(token, key.encode())
     if scheme.lower() != "bearer" or not matched:
-        raise APIError(401, "Incorrect API key provided. Pass it as 'Authorization: Bearer <key>'.",
-                       None, "invalid_api_key", {"WWW-Authenticate": "Bearer"})
+        raise APIError(
+            401,
+            "Incorrect API key provided. Pass it as 'Authorization: Bearer <key>'.",
+            None,
+            "invalid_api_key",
+            {"WWW-Authenticate": "Bearer"},
+        )

@@ -1,8 +1,10 @@
 """Abort engine work when the client goes away."""
+
 from __future__ import annotations
 
 import asyncio
-from typing import Awaitable, TypeVar
+from collections.abc import Awaitable
+from typing import TypeVar
 
 from fastapi import Request
 

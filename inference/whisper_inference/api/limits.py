@@ -1,4 +1,5 @@
 """Back-pressure: the upload size limit (enforced while the body streams in) and a bounded queue."""
+
 from __future__ import annotations
 
 import asyncio
@@ -22,9 +23,15 @@ class UploadLimitMiddleware:
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
             import json
+
             body = json.dumps(error_body(413, message, "file", "file_too_large")).encode()
-            await send({"type": "http.response.start", "status": 413,
-                        "headers": [(b"content-type", b"application/json"), (b"connection", b"close")]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"connection", b"close")],
+                }
+            )
             await send({"type": "http.response.body", "body": body})
             return
         seen = 0
@@ -58,8 +65,13 @@ class AdmissionControl:
     @asynccontextmanager
     async def admit(self, refuse_when_full: bool = True):
         if refuse_when_full and self.in_flight >= self.concurrent and self.waiting >= self.queue:
-            raise APIError(429, f"server is at capacity ({self.concurrent} in flight, {self.queue} queued); "
-                                "retry later", None, "rate_limit_exceeded", {"Retry-After": "1"})
+            raise APIError(
+                429,
+                f"server is at capacity ({self.concurrent} in flight, {self.queue} queued); retry later",
+                None,
+                "rate_limit_exceeded",
+                {"Retry-After": "1"},
+            )
         self.waiting += 1
         try:
             await self._slots.acquire()

@@ -1,4 +1,5 @@
 """Prometheus metrics (a per-app registry) and one structured log line per request, no content."""
+
 from __future__ import annotations
 
 import json
@@ -15,12 +16,23 @@ access_log = logging.getLogger("kubewhisper.access")
 class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
-        self.requests = Counter("whisper_requests", "HTTP requests by route and status", ["route", "status"], registry=r)
-        self.latency = Histogram("whisper_request_latency_seconds", "request latency", ["route"], registry=r,
-                                 buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300))
+        self.requests = Counter(
+            "whisper_requests", "HTTP requests by route and status", ["route", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "whisper_request_latency_seconds",
+            "request latency",
+            ["route"],
+            registry=r,
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300),
+        )
         self.audio_seconds = Counter("whisper_audio_seconds", "seconds of audio transcribed", registry=r)
-        self.rtf = Histogram("whisper_real_time_factor", "processing seconds per second of audio", registry=r,
-                             buckets=(0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5))
+        self.rtf = Histogram(
+            "whisper_real_time_factor",
+            "processing seconds per second of audio",
+            registry=r,
+            buckets=(0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5),
+        )
         self.queue_depth = Gauge("whisper_queue_depth", "requests waiting for an engine slot", registry=r)
         self.in_flight = Gauge("whisper_in_flight", "requests in the engine", registry=r)
         self.engine_errors = Counter("whisper_engine_errors", "requests the engine failed", registry=r)
@@ -60,7 +72,16 @@ class ObserveMiddleware:
                 rtf = latency / audio
                 self.metrics.rtf.observe(rtf)
             if route.startswith("/v1/"):
-                access_log.info(json.dumps({
-                    "request_id": request_id, "method": scope["method"], "route": route, "status": status,
-                    "audio_seconds": round(audio, 3) if audio else None, "latency_s": round(latency, 4),
-                    "rtf": round(rtf, 4) if rtf else None}))
+                access_log.info(
+                    json.dumps(
+                        {
+                            "request_id": request_id,
+                            "method": scope["method"],
+                            "route": route,
+                            "status": status,
+                            "audio_seconds": round(audio, 3) if audio else None,
+                            "latency_s": round(latency, 4),
+                            "rtf": round(rtf, 4) if rtf else None,
+                        }
+                    )
+                )

@@ -1,4 +1,5 @@
 """POST /v1/audio/transcriptions and /v1/audio/translations: thin; the work is in Transcriber."""
+
 from __future__ import annotations
 
 import json
@@ -25,27 +26,47 @@ def check_model(state: ServerState, model: str | None) -> None:
     if not model:
         raise APIError(400, "you must provide a model parameter", "model", "missing_required_parameter")
     if model not in (state.settings.model_name, *MODEL_ALIASES):
-        raise APIError(404, f"The model '{model}' does not exist; this server serves "
-                            f"'{state.settings.model_name}' (aliases: {', '.join(MODEL_ALIASES)})",
-                       "model", "model_not_found")
+        raise APIError(
+            404,
+            f"The model '{model}' does not exist; this server serves "
+            f"'{state.settings.model_name}' (aliases: {', '.join(MODEL_ALIASES)})",
+            "model",
+            "model_not_found",
+        )
 
 
 def check_options(response_format: str, temperature: float, granularities: list[str] | None) -> None:
     if response_format not in RESPONSE_FORMATS:
-        raise APIError(400, f"response_format must be one of {', '.join(RESPONSE_FORMATS)}; "
-                            f"got {response_format!r}", "response_format", "invalid_value")
+        raise APIError(
+            400,
+            f"response_format must be one of {', '.join(RESPONSE_FORMATS)}; got {response_format!r}",
+            "response_format",
+            "invalid_value",
+        )
     if not 0.0 <= temperature <= 1.0:
         raise APIError(400, "temperature must be between 0 and 1", "temperature", "invalid_value")
     for g in granularities or []:
         if g == "word":
-            raise APIError(400, "timestamp_granularities[]=word is not supported by this server; "
-                                "use segment", "timestamp_granularities", "unsupported_value")
+            raise APIError(
+                400,
+                "timestamp_granularities[]=word is not supported by this server; use segment",
+                "timestamp_granularities",
+                "unsupported_value",
+            )
         if g != "segment":
-            raise APIError(400, f"timestamp_granularities[] must be segment (or word); got {g!r}",
-                           "timestamp_granularities", "invalid_value")
+            raise APIError(
+                400,
+                f"timestamp_granularities[] must be segment (or word); got {g!r}",
+                "timestamp_granularities",
+                "invalid_value",
+            )
     if granularities and response_format != "verbose_json":
-        raise APIError(400, "response_format must be set to verbose_json to use timestamp granularities",
-                       "timestamp_granularities", "invalid_value")
+        raise APIError(
+            400,
+            "response_format must be set to verbose_json to use timestamp granularities",
+            "timestamp_granularities",
+            "invalid_value",
+        )
 
 
 def check_ready(state: ServerState) -> None:
@@ -59,17 +80,33 @@ def sse(event: dict) -> bytes:
     return f"data: {json.dumps(event, ensure_ascii=False)}\n\n".encode()
 
 
-async def handle(request: Request, state: ServerState, *, task: str, file: UploadFile | None,
-                 model: str | None, language: str | None, prompt: str | None, response_format: str,
-                 temperature: float, granularities: list[str] | None = None, stream: bool = False) -> Response:
+async def handle(
+    request: Request,
+    state: ServerState,
+    *,
+    task: str,
+    file: UploadFile | None,
+    model: str | None,
+    language: str | None,
+    prompt: str | None,
+    response_format: str,
+    temperature: float,
+    granularities: list[str] | None = None,
+    stream: bool = False,
+) -> Response:
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        raise APIError(400, "send the request as multipart/form-data with a file part (as the OpenAI API "
-                            "expects)", None, "invalid_content_type")
+        raise APIError(
+            400,
+            "send the request as multipart/form-data with a file part (as the OpenAI API expects)",
+            None,
+            "invalid_content_type",
+        )
     check_model(state, model)
     check_options(response_format, temperature, granularities)
     if file is None:
-        raise APIError(400, "you must provide a file parameter (multipart/form-data upload)", "file",
-                       "missing_required_parameter")
+        raise APIError(
+            400, "you must provide a file parameter (multipart/form-data upload)", "file", "missing_required_parameter"
+        )
     if language:
         try:
             language = normalize_language(language)
@@ -77,11 +114,17 @@ async def handle(request: Request, state: ServerState, *, task: str, file: Uploa
             raise APIError(400, str(exc), "language", "unsupported_language") from None
     check_ready(state)
     if task == "translate" and not state.engine.vocab.multilingual:
-        raise APIError(400, f"model {state.settings.model_name} is English-only and cannot translate",
-                       "model", "unsupported_task")
-    job = TranscriptionJob(audio=await file.read(), task=task, language=language or None,
-                           prompt=prompt or None, temperature=temperature,
-                           timestamps=wants_timestamps(state.settings.timestamps, response_format))
+        raise APIError(
+            400, f"model {state.settings.model_name} is English-only and cannot translate", "model", "unsupported_task"
+        )
+    job = TranscriptionJob(
+        audio=await file.read(),
+        task=task,
+        language=language or None,
+        prompt=prompt or None,
+        temperature=temperature,
+        timestamps=wants_timestamps(state.settings.timestamps, response_format),
+    )
     transcriber = state.transcriber
     try:
         async with state.admission.admit():
@@ -112,6 +155,7 @@ def streaming_response(state: ServerState, deltas) -> StreamingResponse:
     back, so the stream takes a slot again for its lifetime; it waits for one rather than failing
     with 429, since the response has already begun.
     """
+
     async def events():
         text = ""
         async with state.admission.admit(refuse_when_full=False):
@@ -121,17 +165,27 @@ def streaming_response(state: ServerState, deltas) -> StreamingResponse:
                     yield sse({"type": "transcript.text.delta", "delta": delta})
             except EngineError as exc:
                 state.metrics.engine_errors.inc()
-                yield sse({"type": "error", "error": {"message": str(exc), "type": "server_error",
-                                                      "param": None, "code": "engine_error"}})
+                yield sse(
+                    {
+                        "type": "error",
+                        "error": {"message": str(exc), "type": "server_error", "param": None, "code": "engine_error"},
+                    }
+                )
                 return
         yield sse({"type": "transcript.text.done", "text": text})
-    return StreamingResponse(events(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    return StreamingResponse(
+        events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
 
 
-FileParam = Annotated[UploadFile | None, File(description="The audio file: flac, mp3, mp4, mpeg, mpga, m4a, ogg, wav or webm")]
+FileParam = Annotated[
+    UploadFile | None, File(description="The audio file: flac, mp3, mp4, mpeg, mpga, m4a, ogg, wav or webm")
+]
 ModelParam = Annotated[str | None, Form(description="The served model name, or the alias whisper / whisper-1")]
-PromptParam = Annotated[str | None, Form(description="Text to guide style or continue a previous segment (Whisper's previous-text context)")]
+PromptParam = Annotated[
+    str | None, Form(description="Text to guide style or continue a previous segment (Whisper's previous-text context)")
+]
 FormatParam = Annotated[str, Form(description="json, text, srt, verbose_json or vtt")]
 TemperatureParam = Annotated[float, Form(description="0 for greedy decoding; up to 1 samples")]
 StreamParam = Annotated[bool, Form(description="true: Server-Sent Events transcript.text.delta / transcript.text.done")]
@@ -139,22 +193,52 @@ StreamParam = Annotated[bool, Form(description="true: Server-Sent Events transcr
 
 @router.post("/v1/audio/transcriptions", summary="Transcribe audio into the input language")
 async def transcriptions(
-        request: Request, state: Annotated[ServerState, Depends(get_state)],
-        file: FileParam = None, model: ModelParam = None,
-        language: Annotated[str | None, Form(description="ISO 639-1 code of the input; omitted: detected")] = None,
-        prompt: PromptParam = None, response_format: FormatParam = "json",
-        temperature: TemperatureParam = 0.0,
-        timestamp_granularities: Annotated[list[str] | None, Form(
-            alias="timestamp_granularities[]", description="segment (word is refused with 400)")] = None,
-        stream: StreamParam = False) -> Response:
-    return await handle(request, state, task="transcribe", file=file, model=model, language=language,
-                        prompt=prompt, response_format=response_format, temperature=temperature,
-                        granularities=timestamp_granularities, stream=stream)
+    request: Request,
+    state: Annotated[ServerState, Depends(get_state)],
+    file: FileParam = None,
+    model: ModelParam = None,
+    language: Annotated[str | None, Form(description="ISO 639-1 code of the input; omitted: detected")] = None,
+    prompt: PromptParam = None,
+    response_format: FormatParam = "json",
+    temperature: TemperatureParam = 0.0,
+    timestamp_granularities: Annotated[
+        list[str] | None, Form(alias="timestamp_granularities[]", description="segment (word is refused with 400)")
+    ] = None,
+    stream: StreamParam = False,
+) -> Response:
+    return await handle(
+        request,
+        state,
+        task="transcribe",
+        file=file,
+        model=model,
+        language=language,
+        prompt=prompt,
+        response_format=response_format,
+        temperature=temperature,
+        granularities=timestamp_granularities,
+        stream=stream,
+    )
 
 
 @router.post("/v1/audio/translations", summary="Translate audio into English")
-async def translations(request: Request, state: Annotated[ServerState, Depends(get_state)],
-                       file: FileParam = None, model: ModelParam = None, prompt: PromptParam = None,
-                       response_format: FormatParam = "json", temperature: TemperatureParam = 0.0) -> Response:
-    return await handle(request, state, task="translate", file=file, model=model, language=None,
-                        prompt=prompt, response_format=response_format, temperature=temperature)
+async def translations(
+    request: Request,
+    state: Annotated[ServerState, Depends(get_state)],
+    file: FileParam = None,
+    model: ModelParam = None,
+    prompt: PromptParam = None,
+    response_format: FormatParam = "json",
+    temperature: TemperatureParam = 0.0,
+) -> Response:
+    return await handle(
+        request,
+        state,
+        task="translate",
+        file=file,
+        model=model,
+        language=None,
+        prompt=prompt,
+        response_format=response_format,
+        temperature=temperature,
+    )

@@ -1,4 +1,5 @@
 """GET /v1/models, /health (liveness) and /ready (readiness)."""
+
 from __future__ import annotations
 
 import time
@@ -20,9 +21,13 @@ CREATED = int(time.time())
 @router.get("/v1/models", summary="The served model and its aliases")
 async def models(state: Annotated[ServerState, Depends(get_state)]) -> dict:
     names = [state.settings.model_name, *MODEL_ALIASES]
-    return {"object": "list",
-            "data": [{"id": n, "object": "model", "created": CREATED, "owned_by": "kubewhisper",
-                      "root": state.settings.model_id} for n in names]}
+    return {
+        "object": "list",
+        "data": [
+            {"id": n, "object": "model", "created": CREATED, "owned_by": "kubewhisper", "root": state.settings.model_id}
+            for n in names
+        ],
+    }
 
 
 @probes.get("/health", summary="Liveness: the process and the engine loop are alive")
@@ -30,9 +35,18 @@ async def health(state: Annotated[ServerState, Depends(get_state)]) -> JSONRespo
     if state.fatal or (state.ready and not state.engine.alive):
         return JSONResponse({"status": "error", "detail": state.fatal or "engine loop died"}, status_code=503)
     p = state.engine.profile
-    return JSONResponse({"status": "ok", "ready": state.ready, "model": state.settings.model_id,
-                         "dtype": p.dtype, "dtype_reason": p.dtype_reason, "kv_cache_dtype": p.kv_cache_dtype,
-                         "attention_backend": p.attention_backend, "device": p.device})
+    return JSONResponse(
+        {
+            "status": "ok",
+            "ready": state.ready,
+            "model": state.settings.model_id,
+            "dtype": p.dtype,
+            "dtype_reason": p.dtype_reason,
+            "kv_cache_dtype": p.kv_cache_dtype,
+            "attention_backend": p.attention_backend,
+            "device": p.device,
+        }
+    )
 
 
 @probes.get("/ready", summary="Readiness: model loaded and warmed up, not draining")

@@ -1,16 +1,17 @@
 """What the routes share: settings, the engine, and the server's lifecycle flags."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from fastapi import Request
 
 from ..config import Settings
-from .limits import AdmissionControl
-from .observe import Metrics
 from ..engine.vllm_engine import WhisperEngine
 from ..transcriber import Transcriber
+from .limits import AdmissionControl
+from .observe import Metrics
 
 
 @dataclass
@@ -20,9 +21,9 @@ class ServerState:
     transcriber: Transcriber
     admission: AdmissionControl
     metrics: Metrics
-    ready: bool = False              # model loaded and a warm-up transcription done
-    draining: bool = False           # SIGTERM received: finish in-flight work, accept nothing new
-    fatal: str | None = None         # engine failed to start or died
+    ready: bool = False  # model loaded and a warm-up transcription done
+    draining: bool = False  # SIGTERM received: finish in-flight work, accept nothing new
+    fatal: str | None = None  # engine failed to start or died
     startup_seconds: float | None = None
     on_fatal: Callable[[], None] | None = None  # how a failed engine start stops the process
 

@@ -1,18 +1,19 @@
 """Split long audio into windows that are transcribed concurrently, cut where it is quietest."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
 
-FRAME_SECONDS = 0.1     # the span whose loudness decides a cut point (about a short word gap)
-QUIET_RATIO = 0.1       # a stretch this far (-20 dB) below the upload's speech level counts as silence
+FRAME_SECONDS = 0.1  # the span whose loudness decides a cut point (about a short word gap)
+QUIET_RATIO = 0.1  # a stretch this far (-20 dB) below the upload's speech level counts as silence
 
 
 @dataclass(frozen=True)
 class Chunk:
     index: int
-    start: float      # seconds from the start of the upload
+    start: float  # seconds from the start of the upload
     samples: np.ndarray
 
     def duration(self, rate: int) -> float:
@@ -38,14 +39,14 @@ def quietest_cut(samples: np.ndarray, rate: int, lo: int, hi: int) -> int:
     """
     frame, hop = max(1, int(rate * FRAME_SECONDS)), max(1, rate // 100)
     lo = max(0, lo - frame // 2)
-    region = samples[lo:min(len(samples), hi + frame // 2)]
+    region = samples[lo : min(len(samples), hi + frame // 2)]
     if len(region) <= frame:
         return hi
     energy = _frame_energy(region, frame, hop)
-    threshold = max(2 * energy.min(), QUIET_RATIO ** 2 * float(np.percentile(energy, 95))) + 1e-12
+    threshold = max(2 * energy.min(), QUIET_RATIO**2 * float(np.percentile(energy, 95))) + 1e-12
     quiet = np.concatenate([[False], energy <= threshold, [False]])
     edges = np.flatnonzero(np.diff(quiet.astype(np.int8)))
-    runs = edges.reshape(-1, 2)                       # [first, past-last) frame of every quiet stretch
+    runs = edges.reshape(-1, 2)  # [first, past-last) frame of every quiet stretch
     lengths = runs[:, 1] - runs[:, 0]
     first, last = runs[np.flatnonzero(lengths == lengths.max())[-1]]
     middle = (first + last - 1) // 2
@@ -84,4 +85,4 @@ def speech_level(samples: np.ndarray, rate: int) -> float:
 def is_quiet(samples: np.ndarray, rate: int, level: float) -> bool:
     """No FRAME_SECONDS span reaches QUIET_RATIO of `level` (in amplitude): nothing to transcribe here."""
     frame = max(1, int(rate * FRAME_SECONDS))
-    return float(_frame_energy(samples, frame, max(1, frame // 2)).max()) <= (QUIET_RATIO ** 2) * level
+    return float(_frame_energy(samples, frame, max(1, frame // 2)).max()) <= (QUIET_RATIO**2) * level

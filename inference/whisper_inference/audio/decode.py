@@ -3,6 +3,7 @@
 libsndfile (through soundfile) reads wav, flac, ogg/opus and mp3; PyAV, whose wheel carries its own
 FFmpeg libraries, reads m4a/mp4 and webm. No system ffmpeg is needed.
 """
+
 from __future__ import annotations
 
 import io
@@ -20,6 +21,7 @@ class EmptyAudioError(AudioDecodeError):
 
 def _soundfile(data: bytes) -> tuple[np.ndarray, int] | None:
     import soundfile as sf
+
     try:
         samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
     except Exception:  # libsndfile reports every unknown format as a generic error
@@ -29,6 +31,7 @@ def _soundfile(data: bytes) -> tuple[np.ndarray, int] | None:
 
 def _pyav(data: bytes) -> tuple[np.ndarray, int] | None:
     import av
+
     try:
         with av.open(io.BytesIO(data), mode="r") as container:
             if not container.streams.audio:
@@ -55,8 +58,9 @@ def decode_audio(data: bytes, target_rate: int = 16000) -> np.ndarray:
         raise EmptyAudioError("the uploaded file is empty")
     decoded = _soundfile(data) or _pyav(data)
     if decoded is None:
-        raise AudioDecodeError("could not decode the uploaded file as audio "
-                               "(supported: flac, mp3, mp4, mpeg, mpga, m4a, ogg, wav, webm)")
+        raise AudioDecodeError(
+            "could not decode the uploaded file as audio (supported: flac, mp3, mp4, mpeg, mpga, m4a, ogg, wav, webm)"
+        )
     samples, rate = decoded
     if samples.size == 0 or rate <= 0:
         raise EmptyAudioError("the uploaded audio contains no samples")
@@ -64,5 +68,6 @@ def decode_audio(data: bytes, target_rate: int = 16000) -> np.ndarray:
         raise AudioDecodeError("the uploaded audio contains invalid (NaN or infinite) samples")
     if rate != target_rate:
         import librosa
+
         samples = librosa.resample(samples, orig_sr=rate, target_sr=target_rate, res_type="soxr_hq")
     return np.ascontiguousarray(samples, dtype=np.float32)

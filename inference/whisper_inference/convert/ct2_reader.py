@@ -1,4 +1,5 @@
 """Reader for CTranslate2's `model.bin` (format version >= 5), the format faster-whisper ships."""
+
 from __future__ import annotations
 
 import struct

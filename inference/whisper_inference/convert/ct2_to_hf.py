@@ -7,6 +7,7 @@ Facts this encodes (each learned the hard way):
 - faster-whisper's tokenizer.json lacks the 1,501 timestamp tokens <|0.00|>..<|30.00|>; without them,
   timestamped decoding produces garbage text.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,14 +31,20 @@ def _layer_count(variables: dict, side: str) -> int:
 def convert(src: str | Path, dst: str | Path) -> Path:
     import torch
     from tokenizers import AddedToken
-    from transformers import (GenerationConfig, WhisperConfig, WhisperFeatureExtractor,
-                              WhisperForConditionalGeneration, WhisperProcessor, WhisperTokenizerFast)
+    from transformers import (
+        GenerationConfig,
+        WhisperConfig,
+        WhisperFeatureExtractor,
+        WhisperForConditionalGeneration,
+        WhisperProcessor,
+        WhisperTokenizerFast,
+    )
 
     src, dst = Path(src), Path(dst)
     _, _, v = read_ct2(src / "model.bin")
     ct2cfg = json.loads((src / "config.json").read_text())
 
-    def tensor(a: np.ndarray) -> "torch.Tensor":
+    def tensor(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(a).astype(np.float32))
 
     vocab, d_model = v["decoder/embeddings/weight"].shape
@@ -47,15 +54,23 @@ def convert(src: str | Path, dst: str | Path) -> Path:
     multilingual = vocab >= 51865
     ids = MULTILINGUAL_IDS if multilingual else ENGLISH_IDS
     cfg = WhisperConfig(
-        vocab_size=vocab, num_mel_bins=v["encoder/conv1/weight"].shape[1], d_model=d_model,
-        encoder_layers=enc_layers, decoder_layers=dec_layers,
-        encoder_attention_heads=heads, decoder_attention_heads=heads,
-        encoder_ffn_dim=ffn, decoder_ffn_dim=ffn,
+        vocab_size=vocab,
+        num_mel_bins=v["encoder/conv1/weight"].shape[1],
+        d_model=d_model,
+        encoder_layers=enc_layers,
+        decoder_layers=dec_layers,
+        encoder_attention_heads=heads,
+        decoder_attention_heads=heads,
+        encoder_ffn_dim=ffn,
+        decoder_ffn_dim=ffn,
         max_source_positions=v["encoder/position_encodings/encodings"].shape[0],
         max_target_positions=v["decoder/position_encodings/encodings"].shape[0],
-        pad_token_id=ids["eot"], bos_token_id=ids["eot"], eos_token_id=ids["eot"],
+        pad_token_id=ids["eot"],
+        bos_token_id=ids["eot"],
+        eos_token_id=ids["eot"],
         decoder_start_token_id=ids["sot"],
-        begin_suppress_tokens=ct2cfg["suppress_ids_begin"], suppress_tokens=ct2cfg["suppress_ids"],
+        begin_suppress_tokens=ct2cfg["suppress_ids_begin"],
+        suppress_tokens=ct2cfg["suppress_ids"],
         tie_word_embeddings=True,
     )
     cfg.architectures = ["WhisperForConditionalGeneration"]
@@ -69,8 +84,7 @@ def convert(src: str | Path, dst: str | Path) -> Path:
         sd[hf + ".weight"], sd[hf + ".bias"] = tensor(v[ct + "/weight"]), tensor(v[ct + "/bias"])
 
     def fused(hf: str, ct: str, names: list[str]) -> None:
-        for name, w, b in zip(names, np.split(v[ct + "/weight"], len(names)),
-                              np.split(v[ct + "/bias"], len(names))):
+        for name, w, b in zip(names, np.split(v[ct + "/weight"], len(names)), np.split(v[ct + "/bias"], len(names))):
             sd[f"{hf}.{name}_proj.weight"] = tensor(w)
             if name == "k":
                 if np.abs(b.astype(np.float32)).max() != 0:
@@ -106,19 +120,30 @@ def convert(src: str | Path, dst: str | Path) -> Path:
     model.tie_weights()
 
     eot = "<|endoftext|>"
-    tok = WhisperTokenizerFast(tokenizer_file=str(src / "tokenizer.json"),
-                               bos_token=eot, eos_token=eot, unk_token=eot, pad_token=eot)
-    tok.add_tokens([AddedToken("<|%.2f|>" % (i * 0.02), lstrip=False, rstrip=False,
-                               normalized=False, special=False) for i in range(vocab - len(tok))])
+    tok = WhisperTokenizerFast(
+        tokenizer_file=str(src / "tokenizer.json"), bos_token=eot, eos_token=eot, unk_token=eot, pad_token=eot
+    )
+    tok.add_tokens(
+        [
+            AddedToken("<|%.2f|>" % (i * 0.02), lstrip=False, rstrip=False, normalized=False, special=False)
+            for i in range(vocab - len(tok))
+        ]
+    )
     if len(tok) != vocab or tok.convert_tokens_to_ids("<|0.00|>") != ids["notimestamps"] + 1:
         raise ValueError(f"tokenizer does not line up with the vocabulary ({len(tok)} != {vocab})")
 
     gen = GenerationConfig(
-        decoder_start_token_id=ids["sot"], bos_token_id=ids["eot"], eos_token_id=ids["eot"],
-        pad_token_id=ids["eot"], max_length=cfg.max_target_positions,
-        begin_suppress_tokens=ct2cfg["suppress_ids_begin"], suppress_tokens=ct2cfg["suppress_ids"],
-        no_timestamps_token_id=ids["notimestamps"], is_multilingual=multilingual,
-        alignment_heads=ct2cfg.get("alignment_heads"), return_timestamps=False,
+        decoder_start_token_id=ids["sot"],
+        bos_token_id=ids["eot"],
+        eos_token_id=ids["eot"],
+        pad_token_id=ids["eot"],
+        max_length=cfg.max_target_positions,
+        begin_suppress_tokens=ct2cfg["suppress_ids_begin"],
+        suppress_tokens=ct2cfg["suppress_ids"],
+        no_timestamps_token_id=ids["notimestamps"],
+        is_multilingual=multilingual,
+        alignment_heads=ct2cfg.get("alignment_heads"),
+        return_timestamps=False,
         max_initial_timestamp_index=50,
     )
     if multilingual:
@@ -127,8 +152,9 @@ def convert(src: str | Path, dst: str | Path) -> Path:
     model.generation_config = gen
     dst.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(dst, safe_serialization=True)
-    WhisperProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=cfg.num_mel_bins),
-                     tokenizer=tok).save_pretrained(dst)
+    WhisperProcessor(
+        feature_extractor=WhisperFeatureExtractor(feature_size=cfg.num_mel_bins), tokenizer=tok
+    ).save_pretrained(dst)
     return dst
 
 

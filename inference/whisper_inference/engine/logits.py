@@ -4,6 +4,7 @@ vLLM loads it in its engine process by name (timestamp_rules.LOGITS_PROCESSOR); 
 It is batched (not vLLM's per-request AdapterLogitsProcessor): one set of tensor operations per step for all
 timed sequences, instead of a few per sequence.
 """
+
 from __future__ import annotations
 
 from vllm.v1.sample.logits_processor import LogitsProcessor

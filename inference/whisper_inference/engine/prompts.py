@@ -1,4 +1,5 @@
 """Decoder prompts for Whisper, as token ids: previous text, language, task, timestamps."""
+
 from __future__ import annotations
 
 from .vocab import WhisperVocab
@@ -7,8 +8,9 @@ from .vocab import WhisperVocab
 MAX_PREVIOUS_TOKENS = 223
 
 
-def decoder_prompt(vocab: WhisperVocab, *, language: str | None, task: str, timestamps: bool,
-                   previous: list[int] | None = None) -> list[int]:
+def decoder_prompt(
+    vocab: WhisperVocab, *, language: str | None, task: str, timestamps: bool, previous: list[int] | None = None
+) -> list[int]:
     """<|startofprev|> prev... <|startoftranscript|> [<|lang|> <|task|>] (<|notimestamps|> | <|0.00|>).
 
     English-only models take no language or task token: with them they drop punctuation.

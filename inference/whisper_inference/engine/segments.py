@@ -1,4 +1,5 @@
 """Whisper output tokens -> timed segments, offset by each chunk's real start."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -14,8 +15,14 @@ class RawSegment:
     logprobs: list[float] = field(default_factory=list)
 
 
-def split_segments(vocab: WhisperVocab, tokens: list[int], logprobs: list[float] | None,
-                   chunk_start: float, chunk_duration: float, timestamps: bool) -> list[RawSegment]:
+def split_segments(
+    vocab: WhisperVocab,
+    tokens: list[int],
+    logprobs: list[float] | None,
+    chunk_start: float,
+    chunk_duration: float,
+    timestamps: bool,
+) -> list[RawSegment]:
     """Cut generated tokens into segments at Whisper's timestamp tokens.
 
     Whisper writes `<|t0|> text <|t1|>` per segment, often repeating the boundary

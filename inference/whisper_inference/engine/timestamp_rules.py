@@ -4,6 +4,7 @@ Without them a timed decode ends early: after closing a segment (`... text <|11.
 likeliest token is often <|endoftext|> even when the timestamps together are far likelier, and the
 rest of the window (the next sentences) is dropped. Pure torch, no vLLM: unit-tested on tensors.
 """
+
 from __future__ import annotations
 
 import torch
@@ -18,8 +19,8 @@ def _row_rule(seq: list[int], timestamp_begin: int) -> tuple[bool, bool, int]:
     """(mask text and the end?, mask every timestamp?, first timestamp allowed) for one sequence."""
     last_ts = len(seq) >= 1 and seq[-1] >= timestamp_begin
     penultimate_ts = len(seq) < 2 or seq[-2] >= timestamp_begin
-    mask_text = last_ts and not penultimate_ts      # a segment's text just ended: close it, or end the window
-    mask_stamps = last_ts and penultimate_ts        # a pair closed (or the window just opened): text must follow
+    mask_text = last_ts and not penultimate_ts  # a segment's text just ended: close it, or end the window
+    mask_stamps = last_ts and penultimate_ts  # a pair closed (or the window just opened): text must follow
     floor = timestamp_begin
     for t in reversed(seq):
         if t >= timestamp_begin:
@@ -35,8 +36,9 @@ def _to(device: torch.device, values: list[int]) -> torch.Tensor:
     return t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t
 
 
-def apply_timestamp_rules_batch(logits: torch.Tensor, rows: list[int], seqs: list[list[int]],
-                                timestamp_begin: int, eot: int) -> torch.Tensor:
+def apply_timestamp_rules_batch(
+    logits: torch.Tensor, rows: list[int], seqs: list[list[int]], timestamp_begin: int, eot: int
+) -> torch.Tensor:
     """Mask `logits[rows[i]]` given `seqs[i]`, the tokens sampled since the prompt's task tokens (starting with
     the window's opening timestamp, the prompt's <|0.00|>). In place; returns `logits`.
 
@@ -59,7 +61,7 @@ def apply_timestamp_rules_batch(logits: torch.Tensor, rows: list[int], seqs: lis
         logits[_to(device, text_rows), :eot] = neg
     if stamp_rows:
         logits[_to(device, stamp_rows), timestamp_begin:] = neg
-    stamps = logits[index, timestamp_begin:]                    # [rows, 1501]: a small copy
+    stamps = logits[index, timestamp_begin:]  # [rows, 1501]: a small copy
     floor = _to(device, [r[2] - timestamp_begin for r in rules])[:, None]
     stamps.masked_fill_(torch.arange(stamps.shape[-1], device=device)[None, :] < floor, neg)
     logits[index, timestamp_begin:] = stamps

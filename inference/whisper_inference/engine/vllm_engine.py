@@ -1,12 +1,13 @@
 """The vLLM AsyncLLMEngine behind the API: one Whisper model, encoder-decoder prompts, abortable."""
+
 from __future__ import annotations
 
 import logging
 import math
 import os
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import AsyncIterator
 
 import numpy as np
 
@@ -23,6 +24,7 @@ NO_SPEECH_TOP_K = 20
 @dataclass(frozen=True)
 class EngineProfile:
     """What the engine was started with, and why (reported by /health and the logs)."""
+
     dtype: str
     dtype_reason: str
     kv_cache_dtype: str
@@ -46,24 +48,31 @@ def build_profile(settings: Settings, gpu: GpuInfo | None) -> EngineProfile:
     backend = settings.attention_backend
     if backend and "FLASHINFER" in backend and not settings.use_flashinfer:
         raise ValueError(f"VLLM_ATTENTION_BACKEND={backend} contradicts VLLM_USE_FLASHINFER=0")
-    return EngineProfile(dtype=dtype, dtype_reason=why,
-                         kv_cache_dtype=choose_kv_cache_dtype(settings.kv_cache_dtype, gpu),
-                         attention_backend=backend,
-                         device="cpu" if gpu is None else f"cuda ({gpu.product}, CC {gpu.major}.{gpu.minor})")
+    return EngineProfile(
+        dtype=dtype,
+        dtype_reason=why,
+        kv_cache_dtype=choose_kv_cache_dtype(settings.kv_cache_dtype, gpu),
+        attention_backend=backend,
+        device="cpu" if gpu is None else f"cuda ({gpu.product}, CC {gpu.major}.{gpu.minor})",
+    )
 
 
 def engine_args(settings: Settings, profile: EngineProfile) -> dict:
     """Keyword arguments for vLLM's AsyncEngineArgs (pure, unit-tested)."""
     args = dict(
-        model=settings.model_id, tokenizer=settings.model_id, dtype=profile.dtype,
-        kv_cache_dtype=profile.kv_cache_dtype, max_model_len=settings.max_model_len,
+        model=settings.model_id,
+        tokenizer=settings.model_id,
+        dtype=profile.dtype,
+        kv_cache_dtype=profile.kv_cache_dtype,
+        max_model_len=settings.max_model_len,
         # unset: 16 on CPU (one core does the work), 128 on a GPU, where batching windows is the win
         max_num_seqs=settings.max_num_seqs or (16 if profile.device == "cpu" else 128),
         limit_mm_per_prompt={"audio": 1},
         max_logprobs=128,  # language detection scores all ~100 language tokens in one step
         served_model_name=[settings.model_name],
         # CPU: no CUDA graphs. GPU: graphs on (vLLM's default), the faster path for the decoder.
-        enforce_eager=profile.device == "cpu", enable_log_requests=False,
+        enforce_eager=profile.device == "cpu",
+        enable_log_requests=False,
         logits_processors=[LOGITS_PROCESSOR],  # openai/whisper's timestamp rules, for timed requests
     )
     if profile.device != "cpu":
@@ -120,6 +129,7 @@ class WhisperEngine:
         """vLLM's outputs for one request as they grow; cancelling the consumer aborts the request."""
         from vllm.exceptions import VLLMValidationError
         from vllm.inputs import TokensPrompt
+
         prompt = {
             "encoder_prompt": {"prompt": "", "multi_modal_data": {"audio": (samples, self.settings.sampling_rate)}},
             "decoder_prompt": TokensPrompt(prompt_token_ids=decoder_ids),
@@ -142,9 +152,16 @@ class WhisperEngine:
     async def detect_language(self, samples: np.ndarray) -> tuple[str, float]:
         """(language code, its probability) from one decoder step constrained to language tokens."""
         from vllm import SamplingParams
+
         ids = list(self.vocab.languages.values())
-        params = SamplingParams(temperature=0.0, max_tokens=1, allowed_token_ids=ids,
-                                logprobs=len(ids), logprob_token_ids=ids, detokenize=False)
+        params = SamplingParams(
+            temperature=0.0,
+            max_tokens=1,
+            allowed_token_ids=ids,
+            logprobs=len(ids),
+            logprob_token_ids=ids,
+            detokenize=False,
+        )
         out = (await self._run(samples, [self.vocab.sot], params)).outputs[0]
         token = out.token_ids[0]
         scores = out.logprobs[0] if out.logprobs else {}
@@ -152,22 +169,39 @@ class WhisperEngine:
 
     def _sampling(self, decoder_ids: list[int], temperature: float, max_tokens: int | None):
         from vllm import SamplingParams
+
         budget = self.settings.max_model_len - len(decoder_ids)
         v = self.vocab
         timestamps = decoder_ids[-1] != v.notimestamps
         # openai/whisper's suppressions: task and prompt markers, no-speech; <|notimestamps|> when timed; and the
         # non-speech symbols of its default suppress_tokens="-1"
-        suppressed = [t for t in (v.sot, v.startofprev, v.transcribe, v.translate, v.nospeech,
-                                  v.notimestamps if timestamps else None, *v.non_speech) if t is not None]
+        suppressed = [
+            t
+            for t in (
+                v.sot,
+                v.startofprev,
+                v.transcribe,
+                v.translate,
+                v.nospeech,
+                v.notimestamps if timestamps else None,
+                *v.non_speech,
+            )
+            if t is not None
+        ]
         return SamplingParams(
-            temperature=temperature, max_tokens=min(max_tokens or budget, budget),
-            logprobs=0, detokenize=False, skip_special_tokens=False,
-            logit_bias={t: -100.0 for t in suppressed},
-            extra_args={EXTRA_ARG: {"opening": [decoder_ids[-1]], "timestamp_begin": v.timestamp_begin,
-                                    "eot": v.eot}} if timestamps else None,
+            temperature=temperature,
+            max_tokens=min(max_tokens or budget, budget),
+            logprobs=0,
+            detokenize=False,
+            skip_special_tokens=False,
+            logit_bias=dict.fromkeys(suppressed, -100.0),
+            extra_args={EXTRA_ARG: {"opening": [decoder_ids[-1]], "timestamp_begin": v.timestamp_begin, "eot": v.eot}}
+            if timestamps
+            else None,
             # no_speech_prob: Whisper's probability of <|nospeech|> right after <|startoftranscript|>,
             # read from the top prompt logprobs (below the top NO_SPEECH_TOP_K it counts as 0)
-            prompt_logprobs=NO_SPEECH_TOP_K if self.vocab.nospeech is not None else None)
+            prompt_logprobs=NO_SPEECH_TOP_K if self.vocab.nospeech is not None else None,
+        )
 
     def _no_speech(self, request_output, decoder_ids: list[int]) -> float | None:
         rows = getattr(request_output, "prompt_logprobs", None)
@@ -177,16 +211,18 @@ class WhisperEngine:
         entry = rows[at].get(self.vocab.nospeech)
         return math.exp(entry.logprob) if entry is not None else 0.0
 
-    async def generate(self, samples: np.ndarray, decoder_ids: list[int], temperature: float,
-                       max_tokens: int | None = None) -> Generation:
+    async def generate(
+        self, samples: np.ndarray, decoder_ids: list[int], temperature: float, max_tokens: int | None = None
+    ) -> Generation:
         out = await self._run(samples, decoder_ids, self._sampling(decoder_ids, temperature, max_tokens))
         first = out.outputs[0]
         tokens = list(first.token_ids)
         lps = [(step.get(t).logprob if step and t in step else 0.0) for t, step in zip(tokens, first.logprobs or [])]
         return Generation(tokens=tokens, logprobs=lps, no_speech_prob=self._no_speech(out, decoder_ids))
 
-    async def generate_tokens(self, samples: np.ndarray, decoder_ids: list[int],
-                              temperature: float) -> AsyncIterator[list[int]]:
+    async def generate_tokens(
+        self, samples: np.ndarray, decoder_ids: list[int], temperature: float
+    ) -> AsyncIterator[list[int]]:
         """The generated token ids so far, each time they grow (for streaming responses)."""
         async for out in self._stream(samples, decoder_ids, self._sampling(decoder_ids, temperature, None)):
             yield list(out.outputs[0].token_ids)

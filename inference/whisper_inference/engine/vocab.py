@@ -1,4 +1,5 @@
 """Whisper's special token ids, read from the model's tokenizer."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,8 +9,10 @@ TIMESTAMP_STEP = 0.02  # seconds per timestamp token
 
 # openai/whisper's non-speech symbols (tokenizer.non_speech_tokens), suppressed by its default suppress_tokens="-1":
 # without it Whisper writes "[BLANK_AUDIO]", "(music)" or "♪" for what is not speech.
-_SYMBOLS = list('"#()*+/:;<=>@[\\]^_`{|}~「」『』') + \
-    "<< >> <<< >>> -- --- -( -[ (' (\" (( )) ((( ))) [[ ]] {{ }} ♪♪ ♪♪♪".split()
+_SYMBOLS = (
+    list('"#()*+/:;<=>@[\\]^_`{|}~「」『』')
+    + "<< >> <<< >>> -- --- -( -[ (' (\" (( )) ((( ))) [[ ]] {{ }} ♪♪ ♪♪♪".split()
+)
 _MISC = "♩♪♫♬♭♮♯"
 
 
@@ -58,7 +61,7 @@ class WhisperVocab:
         return token < self.eot
 
     @classmethod
-    def from_tokenizer(cls, tokenizer, language_codes: list[str]) -> "WhisperVocab":
+    def from_tokenizer(cls, tokenizer, language_codes: list[str]) -> WhisperVocab:
         def tid(token: str) -> int | None:
             i = tokenizer.convert_tokens_to_ids(token)
             return None if i is None or i == tokenizer.unk_token_id and token != tokenizer.unk_token else i
@@ -67,8 +70,14 @@ class WhisperVocab:
         multilingual = len(tokenizer) >= 51865
         languages = {c: i for c in language_codes if (i := tid(f"<|{c}|>")) is not None} if multilingual else {}
         nospeech = tid("<|nospeech|>") or tid("<|nocaptions|>")
-        return cls(sot=tid("<|startoftranscript|>"), eot=tid("<|endoftext|>"),
-                   transcribe=tid("<|transcribe|>"), translate=tid("<|translate|>"),
-                   startofprev=tid("<|startofprev|>"), notimestamps=tid("<|notimestamps|>"),
-                   nospeech=nospeech, languages=languages,
-                   non_speech=non_speech_tokens(lambda text: tokenizer.encode(text, add_special_tokens=False)))
+        return cls(
+            sot=tid("<|startoftranscript|>"),
+            eot=tid("<|endoftext|>"),
+            transcribe=tid("<|transcribe|>"),
+            translate=tid("<|translate|>"),
+            startofprev=tid("<|startofprev|>"),
+            notimestamps=tid("<|notimestamps|>"),
+            nospeech=nospeech,
+            languages=languages,
+            non_speech=non_speech_tokens(lambda text: tokenizer.encode(text, add_special_tokens=False)),
+        )

@@ -1,4 +1,5 @@
 """Transcript -> the body of each OpenAI `response_format` (pure functions)."""
+
 from __future__ import annotations
 
 import math
@@ -8,9 +9,13 @@ from ..languages import language_name
 from ..transcriber import Transcript
 
 RESPONSE_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
-MEDIA_TYPES = {"json": "application/json", "verbose_json": "application/json",
-               "text": "text/plain; charset=utf-8", "srt": "application/x-subrip; charset=utf-8",
-               "vtt": "text/vtt; charset=utf-8"}
+MEDIA_TYPES = {
+    "json": "application/json",
+    "verbose_json": "application/json",
+    "text": "text/plain; charset=utf-8",
+    "srt": "application/x-subrip; charset=utf-8",
+    "vtt": "text/vtt; charset=utf-8",
+}
 
 
 def _clock(seconds: float, sep: str) -> str:
@@ -30,8 +35,14 @@ def to_json(t: Transcript) -> dict:
 
 
 def to_verbose_json(t: Transcript) -> dict:
-    return {"task": t.task, "language": language_name(t.language), "duration": t.duration,
-            "text": t.text, "segments": [asdict(s) for s in t.segments], "usage": usage(t)}
+    return {
+        "task": t.task,
+        "language": language_name(t.language),
+        "duration": t.duration,
+        "text": t.text,
+        "segments": [asdict(s) for s in t.segments],
+        "usage": usage(t),
+    }
 
 
 def to_text(t: Transcript) -> str:
@@ -39,8 +50,10 @@ def to_text(t: Transcript) -> str:
 
 
 def to_srt(t: Transcript) -> str:
-    blocks = [f"{i}\n{_clock(s.start, ',')} --> {_clock(s.end, ',')}\n{s.text.strip()}\n"
-              for i, s in enumerate(t.segments, start=1)]
+    blocks = [
+        f"{i}\n{_clock(s.start, ',')} --> {_clock(s.end, ',')}\n{s.text.strip()}\n"
+        for i, s in enumerate(t.segments, start=1)
+    ]
     return "\n".join(blocks)
 
 
@@ -50,5 +63,6 @@ def to_vtt(t: Transcript) -> str:
 
 
 def render(t: Transcript, response_format: str) -> dict | str:
-    return {"json": to_json, "verbose_json": to_verbose_json, "text": to_text,
-            "srt": to_srt, "vtt": to_vtt}[response_format](t)
+    return {"json": to_json, "verbose_json": to_verbose_json, "text": to_text, "srt": to_srt, "vtt": to_vtt}[
+        response_format
+    ](t)
