@@ -47,7 +47,10 @@ class Settings(BaseSettings):
     attention_backend: str | None = Field(None, validation_alias="VLLM_ATTENTION_BACKEND")
     use_flashinfer: bool = Field(True, validation_alias="VLLM_USE_FLASHINFER")
     sampling_rate: int = Field(16000, ge=8000, le=48000, validation_alias="WHISPER_SAMPLING_RATE")
-    segment_duration_sec: float = Field(30.0, gt=0, le=30, validation_alias="WHISPER_SEGMENT_DURATION_SEC")
+    # WHISPER_SEGMENT_DURATION_SEC: the old name, still read (a window of audio is not a segment of text)
+    window_seconds: float = Field(
+        30.0, gt=0, le=30, validation_alias=AliasChoices("WHISPER_WINDOW_SECONDS", "WHISPER_SEGMENT_DURATION_SEC")
+    )
     max_audio_seconds: float = Field(0.0, ge=0, validation_alias="MAX_AUDIO_SECONDS")
     language_force: str | None = Field(None, validation_alias="LANGUAGE_FORCE")
     timestamps: Literal["auto", "none", "segments"] = Field("auto", validation_alias="TIMESTAMPS")

@@ -1,4 +1,4 @@
-"""One transcription or translation request, end to end: decode, limit, chunk, detect, generate, segment."""
+"""One transcription or translation request, end to end: decode, limit, window, detect, generate, segment."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .audio.chunk import Chunk, is_quiet, speech_level, split_audio
+from .audio.windows import Window, is_quiet, speech_level, split_windows
 from .audio.decode import decode_audio
 from .config import Settings
 from .engine.prompts import decoder_prompt
@@ -24,7 +24,7 @@ LOGPROB_THRESHOLD = -1.0
 # increase the temperature until certain thresholds are hit"), with openai/whisper's thresholds
 COMPRESSION_RATIO_THRESHOLD = 2.4
 FALLBACK_TEMPERATURES = (0.2, 0.4, 0.6, 0.8, 1.0)
-# Long audio is cut in a pause found in the last seconds of each window (see audio/chunk.py).
+# Long audio is cut in a pause found in the last seconds of each window (see audio/windows.py).
 SPLIT_SEARCH_SECONDS = 5.0
 # A timed window that stopped early is decoded again from where it stopped (openai/whisper's seek, kept
 # concurrent): at most this many more rounds, and only for a rest this long that is not silence.
@@ -78,7 +78,7 @@ class Plan:
     """A decoded upload, ready for the engine."""
 
     duration: float
-    chunks: list[Chunk]
+    windows: list[Window]
     language: str
     decoder_ids: list[int]
     timestamps: bool = False  # decode with timestamp tokens (see timed_decoding)
@@ -155,7 +155,7 @@ class Transcriber:
             )
         return samples, duration
 
-    async def language_for(self, job: TranscriptionJob, first: Chunk) -> str:
+    async def language_for(self, job: TranscriptionJob, first: Window) -> str:
         vocab = self.engine.vocab
         forced = self.settings.language_force or job.language
         if not vocab.multilingual:
@@ -173,14 +173,14 @@ class Transcriber:
     async def plan(self, job: TranscriptionJob) -> Plan:
         samples, duration = self.decode(job.audio)
         rate = self.settings.sampling_rate
-        chunks = split_audio(samples, rate, self.settings.segment_duration_sec, SPLIT_SEARCH_SECONDS)
-        language = await self.language_for(job, chunks[0])
+        windows = split_windows(samples, rate, self.settings.window_seconds, SPLIT_SEARCH_SECONDS)
+        language = await self.language_for(job, windows[0])
         previous = self.engine.encode_text(job.prompt) if job.prompt else None
-        timed = timed_decoding(self.settings.timestamps, job.timestamps, len(chunks))
+        timed = timed_decoding(self.settings.timestamps, job.timestamps, len(windows))
         ids = decoder_prompt(self.engine.vocab, language=language, task=job.task, timestamps=timed, previous=previous)
-        return Plan(duration, chunks, language, ids, timed, speech_level(samples, rate))
+        return Plan(duration, windows, language, ids, timed, speech_level(samples, rate))
 
-    async def generate(self, chunk: Chunk, plan: Plan, temperature: float) -> tuple[Generation, float]:
+    async def generate(self, window: Window, plan: Plan, temperature: float) -> tuple[Generation, float]:
         """One window; at temperature 0, fall back to hotter decoding while the output looks broken.
 
         When every temperature fails, keep the likeliest attempt among those that do not loop (as
@@ -189,7 +189,7 @@ class Transcriber:
         ladder = (temperature, *FALLBACK_TEMPERATURES) if temperature == 0 else (temperature,)
         attempts = []
         for t in ladder:
-            gen = await self.engine.generate(chunk.samples, plan.decoder_ids, t)
+            gen = await self.engine.generate(window.samples, plan.decoder_ids, t)
             text = self.engine.decode(gen.tokens)
             lps = [lp for tok, lp in zip(gen.tokens, gen.logprobs) if self.engine.vocab.is_text(tok)]
             if not needs_fallback(text, lps, gen.no_speech_prob):
@@ -198,48 +198,48 @@ class Transcriber:
         _, _, t, gen = best_attempt(attempts)
         return gen, t
 
-    def rest(self, chunk: Chunk, tokens: list[int], plan: Plan) -> Chunk | None:
+    def rest(self, window: Window, tokens: list[int], plan: Plan) -> Window | None:
         """The part of a window its timed decode left out, when that part holds sound worth another pass."""
         until = decoded_until(self.engine.vocab, tokens)
         rate = self.settings.sampling_rate
         if until is None:
             return None
         cut = int(round(until * rate))
-        samples = chunk.samples[cut:]
+        samples = window.samples[cut:]
         if len(samples) < MIN_REST_SECONDS * rate or is_quiet(samples, rate, plan.speech_level):
             return None
-        return Chunk(chunk.index, round(chunk.start + cut / rate, 3), samples)
+        return Window(window.index, round(window.start + cut / rate, 3), samples)
 
     async def run(self, job: TranscriptionJob, plan: Plan | None = None) -> Transcript:
         plan = plan or await self.plan(job)
         rate = self.settings.sampling_rate
-        decoded: list[tuple[Chunk, Generation, float, list[RawSegment]]] = []
-        windows = plan.chunks
+        decoded: list[tuple[Window, Generation, float, list[RawSegment]]] = []
+        windows = plan.windows
         for round_ in range(1 + MAX_REST_ROUNDS):
             # Every window runs at once: vLLM batches them; cancelling this task aborts all of them.
             results = await asyncio.gather(*(self.generate(c, plan, job.temperature) for c in windows))
             rests = []
-            for chunk, (gen, temperature) in zip(windows, results):
+            for window, (gen, temperature) in zip(windows, results):
                 raw = split_segments(
-                    self.engine.vocab, gen.tokens, gen.logprobs, chunk.start, chunk.duration(rate), plan.timestamps
+                    self.engine.vocab, gen.tokens, gen.logprobs, window.start, window.duration(rate), plan.timestamps
                 )
                 if is_silence(gen.no_speech_prob, raw):
                     continue
-                decoded.append((chunk, gen, temperature, raw))
-                if plan.timestamps and round_ < MAX_REST_ROUNDS and (rest := self.rest(chunk, gen.tokens, plan)):
+                decoded.append((window, gen, temperature, raw))
+                if plan.timestamps and round_ < MAX_REST_ROUNDS and (rest := self.rest(window, gen.tokens, plan)):
                     rests.append(rest)
             if not rests:
                 break
             windows = rests
         decoded.sort(key=lambda d: d[0].start)
         segments: list[Segment] = []
-        for chunk, gen, temperature, raw in decoded:
+        for window, gen, temperature, raw in decoded:
             for r in raw:
                 text = self.engine.decode(r.tokens)
                 segments.append(
                     Segment(
                         id=len(segments),
-                        seek=int(round(chunk.start * 100)),
+                        seek=int(round(window.start * 100)),
                         start=r.start,
                         end=r.end,
                         text=text,
@@ -259,18 +259,18 @@ class Transcriber:
         """Text deltas in order: window 0 token by token while later windows already run; a timed window that
         stopped early has its rest decoded (and streamed) before the next window's text."""
 
-        async def produce(chunk: Chunk, queue: asyncio.Queue) -> None:
+        async def produce(window: Window, queue: asyncio.Queue) -> None:
             try:
-                async for tokens in self.engine.generate_tokens(chunk.samples, plan.decoder_ids, job.temperature):
+                async for tokens in self.engine.generate_tokens(window.samples, plan.decoder_ids, job.temperature):
                     queue.put_nowait(tokens)
             finally:
                 queue.put_nowait(None)
 
-        queues = [asyncio.Queue() for _ in plan.chunks]
-        tasks = [asyncio.create_task(produce(c, q)) for c, q in zip(plan.chunks, queues)]
+        queues = [asyncio.Queue() for _ in plan.windows]
+        tasks = [asyncio.create_task(produce(c, q)) for c, q in zip(plan.windows, queues)]
         try:
             emitted = ""
-            for chunk, queue, task in list(zip(plan.chunks, queues, tasks)):
+            for window, queue, task in list(zip(plan.windows, queues, tasks)):
                 for round_ in range(1 + MAX_REST_ROUNDS):
                     prefix, tokens = emitted, []
                     while (item := await queue.get()) is not None:
@@ -283,10 +283,10 @@ class Transcriber:
                             yield full[len(emitted) :]
                             emitted = full
                     await task  # re-raise an engine error from this window
-                    rest = self.rest(chunk, tokens, plan) if plan.timestamps and round_ < MAX_REST_ROUNDS else None
+                    rest = self.rest(window, tokens, plan) if plan.timestamps and round_ < MAX_REST_ROUNDS else None
                     if rest is None:
                         break
-                    chunk, queue = rest, asyncio.Queue()
+                    window, queue = rest, asyncio.Queue()
                     task = asyncio.create_task(produce(rest, queue))
                     tasks.append(task)
         finally:

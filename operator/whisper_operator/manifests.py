@@ -98,8 +98,8 @@ def container_env(spec: dict, profile: Profile, grace_seconds: int = 60) -> list
         env.append({"name": "LANGUAGE_FORCE", "value": spec["languageForce"]})
     if spec.get("maxAudioSeconds") is not None:
         env.append({"name": "MAX_AUDIO_SECONDS", "value": str(spec["maxAudioSeconds"])})
-    if spec.get("segmentDurationSec") is not None:
-        env.append({"name": "WHISPER_SEGMENT_DURATION_SEC", "value": str(spec["segmentDurationSec"])})
+    if spec.get("windowSeconds") is not None:
+        env.append({"name": "WHISPER_WINDOW_SECONDS", "value": str(spec["windowSeconds"])})
     ref = spec.get("apiKeySecretRef")
     if ref:
         env.append(

@@ -15,7 +15,7 @@ def clean_env(monkeypatch):
         "TIMESTAMPS",
         "LANGUAGE_FORCE",
         "MAX_AUDIO_SECONDS",
-        "WHISPER_SEGMENT_DURATION_SEC",
+        "WHISPER_WINDOW_SECONDS",
         "PORT",
         "SERVED_MODEL_NAME",
         "VLLM_ATTENTION_BACKEND",
@@ -28,7 +28,7 @@ def clean_env(monkeypatch):
 
 def test_defaults():
     s = load_settings()
-    assert (s.dtype, s.kv_cache_dtype, s.timestamps, s.sampling_rate, s.segment_duration_sec) == (
+    assert (s.dtype, s.kv_cache_dtype, s.timestamps, s.sampling_rate, s.window_seconds) == (
         "auto",
         "fp16",
         "auto",
@@ -70,7 +70,7 @@ def test_vllm_dtype_is_an_alias(monkeypatch):
         ("MAX_AUDIO_SECONDS", "-1"),
         ("PORT", "http"),
         ("LANGUAGE_FORCE", "klingon"),
-        ("WHISPER_SEGMENT_DURATION_SEC", "45"),
+        ("WHISPER_WINDOW_SECONDS", "45"),
     ],
 )
 def test_bad_values_name_the_variable(monkeypatch, name, value):

@@ -67,7 +67,7 @@ def test_samples_validate(sample):
         {"model": "m", "attentionBackend": "FLASHINFER"},
         {"model": "m", "gpu": {"minComputeCapability": "eight"}},
         {"model": "m", "service": {"port": 70000}},
-        {"model": "m", "segmentDurationSec": 31},
+        {"model": "m", "windowSeconds": 31},
     ],
 )
 def test_bad_specs_refused_by_schema(spec):

@@ -42,7 +42,7 @@ def test_deployment_env_resources_probes_security():
         gpu={"count": 2},
         languageForce="en",
         maxAudioSeconds=600,
-        segmentDurationSec=25,
+        windowSeconds=25,
         apiKeySecretRef={"name": "s"},
         modelCache={"claimName": "weights"},
         resources={"limits": {"memory": "16Gi"}},
@@ -57,7 +57,7 @@ def test_deployment_env_resources_probes_security():
     assert env["VLLM_ATTENTION_BACKEND"] == "TRITON_ATTN" and env["VLLM_USE_FLASHINFER"] == "0"
     assert env["API_KEY"] == {"secretKeyRef": {"name": "s", "key": "api-key", "optional": False}}
     assert env["LANGUAGE_FORCE"] == "en" and env["MAX_AUDIO_SECONDS"] == "600"
-    assert env["WHISPER_SEGMENT_DURATION_SEC"] == "25" and env["HF_HOME"] == "/models" and env["PORT"] == "8080"
+    assert env["WHISPER_WINDOW_SECONDS"] == "25" and env["HF_HOME"] == "/models" and env["PORT"] == "8080"
     assert c["resources"]["limits"] == {"memory": "16Gi", "nvidia.com/gpu": "2"}
     assert c["resources"]["requests"]["nvidia.com/gpu"] == "2"
     assert c["startupProbe"]["httpGet"]["path"] == "/health"

@@ -9,7 +9,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from whisper_inference.audio.chunk import Chunk
+from whisper_inference.audio.windows import Window
 from whisper_inference.config import load_settings
 from whisper_inference.engine.vocab import WhisperVocab
 from whisper_inference.transcriber import RequestError, Transcriber, TranscriptionJob
@@ -32,8 +32,8 @@ def language(vocab, job_language, force=None):
     env = {"MODEL_ID": "m"} | ({"LANGUAGE_FORCE": force} if force else {})
     engine = StandInEngine(vocab)
     t = Transcriber(engine, load_settings(**{k.lower(): v for k, v in env.items()}))
-    chunk = Chunk(0, 0.0, np.zeros(16000, np.float32))
-    return asyncio.run(t.language_for(TranscriptionJob(b"", language=job_language), chunk)), engine.detected
+    window = Window(0, 0.0, np.zeros(16000, np.float32))
+    return asyncio.run(t.language_for(TranscriptionJob(b"", language=job_language), window)), engine.detected
 
 
 def test_detects_when_not_given():

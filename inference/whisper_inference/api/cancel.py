@@ -16,7 +16,7 @@ class ClientDisconnected(Exception):
 
 
 async def unless_disconnected(request: Request, work: Awaitable[T], poll_seconds: float = 0.25) -> T:
-    """Run `work`; if the client disconnects first, cancel it (vLLM aborts every chunk's request)."""
+    """Run `work`; if the client disconnects first, cancel it (vLLM aborts every window's request)."""
     task = asyncio.ensure_future(work)
     try:
         while True:

@@ -1,4 +1,4 @@
-"""Whisper output tokens -> timed segments, offset by each chunk's real start."""
+"""Whisper output tokens -> timed segments, offset by each window's real start."""
 
 from __future__ import annotations
 
@@ -19,20 +19,20 @@ def split_segments(
     vocab: WhisperVocab,
     tokens: list[int],
     logprobs: list[float] | None,
-    chunk_start: float,
-    chunk_duration: float,
+    window_start: float,
+    window_duration: float,
     timestamps: bool,
 ) -> list[RawSegment]:
     """Cut generated tokens into segments at Whisper's timestamp tokens.
 
     Whisper writes `<|t0|> text <|t1|>` per segment, often repeating the boundary
     (`<|t1|><|t1|>`). Text with no opening timestamp starts where the previous segment ended;
-    text with no closing timestamp ends at the end of the chunk. Without timestamps the chunk is
-    one segment. Times are clamped to the chunk and then offset by its start in the upload.
+    text with no closing timestamp ends at the end of the window. Without timestamps the window is
+    one segment. Times are clamped to the window and then offset by its start in the upload.
     """
     lps = logprobs if logprobs is not None and len(logprobs) == len(tokens) else [0.0] * len(tokens)
     if not timestamps:
-        seg = RawSegment(0.0, chunk_duration)
+        seg = RawSegment(0.0, window_duration)
         for t, lp in zip(tokens, lps):
             if vocab.is_text(t):
                 seg.tokens.append(t)
@@ -57,15 +57,15 @@ def split_segments(
                 current.tokens.append(t)
                 current.logprobs.append(lp)
         if current is not None and current.tokens:
-            current.end = chunk_duration
+            current.end = window_duration
             raw.append(current)
     out = []
     floor = 0.0
     for seg in raw:
-        start = min(max(seg.start, floor), chunk_duration)
-        end = min(max(seg.end, start), chunk_duration)
+        start = min(max(seg.start, floor), window_duration)
+        end = min(max(seg.end, start), window_duration)
         floor = end
-        out.append(RawSegment(round(chunk_start + start, 3), round(chunk_start + end, 3), seg.tokens, seg.logprobs))
+        out.append(RawSegment(round(window_start + start, 3), round(window_start + end, 3), seg.tokens, seg.logprobs))
     return out
 
 

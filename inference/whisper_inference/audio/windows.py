@@ -11,7 +11,7 @@ QUIET_RATIO = 0.1  # a stretch this far (-20 dB) below the upload's speech level
 
 
 @dataclass(frozen=True)
-class Chunk:
+class Window:
     index: int
     start: float  # seconds from the start of the upload
     samples: np.ndarray
@@ -53,7 +53,7 @@ def quietest_cut(samples: np.ndarray, rate: int, lo: int, hi: int) -> int:
     return min(hi, lo + int(middle) * hop + frame // 2)
 
 
-def split_audio(samples: np.ndarray, rate: int, window_seconds: float, search_seconds: float = 0.0) -> list[Chunk]:
+def split_windows(samples: np.ndarray, rate: int, window_seconds: float, search_seconds: float = 0.0) -> list[Window]:
     """Windows of at most `window_seconds`, each cut at the quietest point of its last `search_seconds`.
 
     With search_seconds=0 the windows are fixed. Cutting in a pause keeps a word from being split between two
@@ -69,11 +69,11 @@ def split_audio(samples: np.ndarray, rate: int, window_seconds: float, search_se
         bounds.append(quietest_cut(samples, rate, end - search, end) if search > 0 else end)
     if len(bounds) > 1 and len(samples) - bounds[-1] < rate // 10 and window_seconds + 0.1 <= 30:
         bounds.pop()
-    chunks = []
+    windows = []
     for i, begin in enumerate(bounds):
         end = bounds[i + 1] if i + 1 < len(bounds) else len(samples)
-        chunks.append(Chunk(i, begin / rate, samples[begin:end]))
-    return chunks
+        windows.append(Window(i, begin / rate, samples[begin:end]))
+    return windows
 
 
 def speech_level(samples: np.ndarray, rate: int) -> float:
