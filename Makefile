@@ -39,7 +39,7 @@ test-unit: ## only the unit tier: offline, nothing downloaded, no server, no vLL
 	@$(PY) -m pytest -m unit $(PYTEST_ARGS)
 
 bench: ## benchmark this server against vLLM's own OpenAI server, side by side
-	@set -e; py=$(PY); scripts/models.sh base >/dev/null; scripts/fixtures.sh >/dev/null; $$py bench/run.py
+	@set -e; py=$(PY); scripts/models.sh base >/dev/null; scripts/fixtures.sh >/dev/null; $$py -m bench.run
 
 k8s: ## build (once, cached) kube-apiserver, controller-manager, scheduler v1.20.2 and fetch etcd
 	@scripts/k8s.sh

@@ -13,7 +13,6 @@ import asyncio
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,16 +27,14 @@ import numpy as np
 import psutil
 import soundfile as sf
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT, free_port, script_output
+from tests.helpers import wer as word_error_rate
+
 RATE = 16000
 
 
 def script(*args: str) -> str:
-    return (
-        subprocess.run([str(ROOT / "scripts" / args[0]), *args[1:]], check=True, capture_output=True, text=True)
-        .stdout.strip()
-        .splitlines()[-1]
-    )
+    return script_output(*args)[-1]
 
 
 def build_audio(fixtures: Path, out: Path) -> dict[str, list[tuple[str, bytes, float, str]]]:
@@ -57,23 +54,6 @@ def build_audio(fixtures: Path, out: Path) -> dict[str, list[tuple[str, bytes, f
     path = out / "long.wav"
     sf.write(path, long, RATE, subtype="PCM_16")
     return {"short": clips, "long": [("long", path.read_bytes(), len(long) / RATE, " ".join(texts * times))]}
-
-
-def word_error_rate(reference: str, hypothesis: str) -> float:
-    import re
-
-    import jiwer
-
-    def norm(t: str) -> str:
-        return re.sub(r"\s+", " ", re.sub(r"[^\w\s']", " ", t.lower())).strip()
-
-    return jiwer.wer(norm(reference), norm(hypothesis))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RssSampler(threading.Thread):
@@ -201,7 +181,7 @@ def bench_in_process(model_path: str, audio) -> dict:
                 sem = asyncio.Semaphore(conc)
                 lat = []
 
-                async def one(data):
+                async def one(data, sem=sem, lat=lat):  # bound now: each workload has its own
                     async with sem:
                         s = time.perf_counter()
                         await t.run(TranscriptionJob(data, language="en"))
@@ -274,7 +254,6 @@ def main() -> None:
     common = {
         "HF_HUB_OFFLINE": "1",
         "VLLM_CPU_KVCACHE_SPACE": "1",
-        "PYTHONPATH": f"{ROOT / 'inference'}:{ROOT / 'operator'}",
     }
     print("in-process engine:", flush=True)
     inproc = bench_in_process(model, audio)

@@ -10,7 +10,7 @@ for p in scheduler controller-manager apiserver etcd; do
   pid=$(cat "$f")
   if kill "$pid" 2>/dev/null; then
     for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
+    if kill -0 "$pid" 2>/dev/null; then kill -9 "$pid" 2>/dev/null || true; fi
     log "stopped $p ($pid)"
   fi
   rm -f "$f"

@@ -1,4 +1,6 @@
+# shellcheck shell=bash
 # Sourced by the other scripts: where heavy, reusable artifacts live (outside the repo, keyed by version).
+# shellcheck disable=SC2034  # ROOT is read by the scripts that source this file
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${KUBEWHISPER_CACHE:-$HOME/.cache/kubewhisper}
 mkdir -p "$CACHE"

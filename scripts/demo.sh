@@ -41,7 +41,7 @@ cleanup() {
     if kill -0 "$pid" 2>/dev/null; then
       kill -TERM "$pid" 2>/dev/null || true
       for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+      if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null || true; fi
       log "stopped PID $pid"
     fi
   done
@@ -63,7 +63,7 @@ VENV=$("$ROOT/scripts/venv.sh" | tail -n1)
 BIN=$("$ROOT/scripts/helm.sh" | tail -n1)
 MODEL=$("$ROOT/scripts/models.sh" base | tail -n1)
 FIXTURES=$("$ROOT/scripts/fixtures.sh" | tail -n1)
-export PATH=$BIN:$PATH PYTHONPATH=$ROOT/inference:$ROOT/operator
+export PATH=$BIN:$PATH
 log "helm $(helm version --short), kubectl $(kubectl version --client 2>/dev/null | head -1 | awk '{print $3}'), model $MODEL"
 
 step "local Kubernetes v1.20 control plane (fresh state in $KUBEWHISPER_CLUSTER_DIR)"
@@ -114,6 +114,7 @@ with open(f"{work}/operator.env.sh", "w") as f:
     f.write("OPERATOR_CMD=(" + " ".join(shlex.quote(a) for a in cmd) + ")\n")
 PY
 sed 's/^/    /' "$WORK/operator.env.sh" >&2
+# shellcheck source=/dev/null  # written above, at run time
 (. "$WORK/operator.env.sh"; export KUBECONFIG=$WORK/operator.kubeconfig
  exec "${OPERATOR_CMD[@]}" > "$WORK/operator.log" 2>&1) &
 PIDS+=($!)
@@ -175,6 +176,7 @@ argv = (c.get("command") or ["python", "-m", "whisper_inference"]) + (c.get("arg
 print("SERVER_CMD=(" + " ".join(shlex.quote(a) for a in argv) + ")")
 PY
 sed 's/^/    /' "$WORK/server.env.sh" >&2
+# shellcheck source=/dev/null  # written above, at run time
 (. "$WORK/server.env.sh"; [ "${SERVER_CMD[0]}" = python ] && SERVER_CMD[0]=$VENV/bin/python
  exec "${SERVER_CMD[@]}" > "$WORK/server.log" 2>&1) &
 PIDS+=($!)

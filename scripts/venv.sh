@@ -9,7 +9,7 @@
 #   2. $ROOT/.venv (gitignored): a tiny venv of the same interpreter whose site-packages holds a .pth that adds the
 #      heavy venv's site-packages, the project installed editable (`pip install -e . --no-deps`), and the heavy
 #      venv's commands (kopf, hadolint, ruff, mypy, shellcheck, pytest...) re-pointed at this venv's python.
-# So `.venv/bin/python -m whisper_inference` and its subprocesses import this checkout's code, without PYTHONPATH.
+# So `.venv/bin/python -m whisper_inference` and its subprocesses import this checkout's code, with no path set by hand.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 key=$(cat "$ROOT/requirements/cpu.txt" "$ROOT/requirements/constraints.txt" | sha256sum | cut -c1-12)

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
 from helpers import ROOT, ServerProcess, free_port, free_port_block, script_output
 
 __all__ = ["ROOT", "ServerProcess", "free_port", "free_port_block", "script_output"]

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 from cluster.conftest import control_plane  # noqa: F401  (a fixture: re-registered here for tests/chart)
-from conftest import free_port
+
+from helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "kubewhisper"
@@ -174,7 +175,6 @@ def image_server(tmp_path_factory):
         "HOST": "127.0.0.1",
         "PORT": str(port),
         "HF_HOME": str(d / "hf"),
-        "PYTHONPATH": f"{ROOT / 'inference'}:{ROOT / 'operator'}",
     }
     log = open(d / "server.log", "wb")
     proc = subprocess.Popen(

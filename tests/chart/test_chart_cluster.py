@@ -22,7 +22,8 @@ import httpx
 import pytest
 import yaml
 from cluster.helpers import wait_for
-from conftest import free_port
+
+from helpers import free_port
 
 from .conftest import CHART, ROOT, find, run_test_pod_script
 
@@ -233,7 +234,6 @@ def test_operator_runs_under_the_charts_identity(cluster, release, namespace, tm
                 **os.environ,
                 **env,
                 "KUBECONFIG": str(kubeconfig),
-                "PYTHONPATH": f"{ROOT / 'inference'}:{ROOT / 'operator'}",
             },
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -244,9 +244,11 @@ def test_operator_runs_under_the_charts_identity(cluster, release, namespace, tm
         for f in ("endpoint-t4.yaml", "endpoint-h100.yaml"):
             cluster.kubectl("apply", "-n", namespace, "-f", str(ROOT / "operator/examples" / f))
         for name, dtype in (("whisper-t4", "half"), ("whisper-h100", "bfloat16")):
-            we = wait_for(lambda: _profiled(cluster, namespace, name), 60, what=f"{name} profile")
+            we = wait_for(lambda name=name: _profiled(cluster, namespace, name), 60, what=f"{name} profile")
             assert we["status"]["profile"]["dtype"] == dtype, we["status"]
-            d = wait_for(lambda: get(cluster, "deployment", name, "-n", namespace), 30, what=f"Deployment {name}")
+            d = wait_for(
+                lambda name=name: get(cluster, "deployment", name, "-n", namespace), 30, what=f"Deployment {name}"
+            )
             assert d["metadata"]["ownerReferences"][0]["name"] == name
             assert get(cluster, "service", name, "-n", namespace)
         lease = get(cluster, "lease", release["lease"], "-n", release["namespace"])

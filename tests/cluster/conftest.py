@@ -17,7 +17,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import free_port_block
+
+from helpers import free_port_block
 
 ROOT = Path(__file__).resolve().parents[2]
 

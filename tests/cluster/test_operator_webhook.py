@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 
@@ -17,7 +16,9 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from .conftest import OPERATOR_ENV, ROOT
+from helpers import free_port
+
+from .conftest import OPERATOR_ENV
 from .helpers import create_endpoint, get_endpoint, wait_for
 
 pytestmark = pytest.mark.cluster
@@ -49,14 +50,11 @@ def webhook_operator(api, gpu_nodes, control_plane, tmp_path_factory):
         check=True,
         capture_output=True,
     )
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {
         **os.environ,
         **OPERATOR_ENV,
         "KUBECONFIG": control_plane["kubeconfig"],
-        "PYTHONPATH": f"{ROOT / 'inference'}:{ROOT / 'operator'}",
         "KUBEWHISPER_LEASE_NAME": "webhook-test-operator",
         "KUBEWHISPER_WEBHOOK_ENABLED": "1",
         "KUBEWHISPER_WEBHOOK_PORT": str(port),

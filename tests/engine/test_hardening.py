@@ -11,8 +11,9 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
-from helpers import wer
 from openai import AuthenticationError, OpenAI
+
+from helpers import wer
 
 pytestmark = pytest.mark.engine
 JFK = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
@@ -200,25 +201,29 @@ def test_odd_forms_and_names(guarded, fixtures_dir):
     assert httpx.get(guarded.url + "/ready").status_code == 200
 
 
-def test_schemathesis_finds_no_500(guarded):
-    import schemathesis
+def fuzz_operation(operation, failures: list) -> None:
+    """Generated requests against one API operation; a 5xx is recorded in `failures` and fails the check."""
     from hypothesis import HealthCheck, given, settings
     from schemathesis.checks import not_a_server_error
 
+    @settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+    @given(case=operation.as_strategy())
+    def check(case):
+        response = case.call(headers=KEY, timeout=60)
+        if response.status_code >= 500:
+            failures.append((operation.label, response.status_code, response.text[:200]))
+        case.validate_response(response, checks=[not_a_server_error])
+
+    check()
+
+
+def test_schemathesis_finds_no_500(guarded):
+    import schemathesis
+
     schema = schemathesis.openapi.from_url(guarded.url + "/openapi.json")
-    failures = []
+    failures: list = []
     for op in schema.get_all_operations():
-        operation = op.ok()
-
-        @settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
-        @given(case=operation.as_strategy())
-        def check(case):
-            response = case.call(headers=KEY, timeout=60)
-            if response.status_code >= 500:
-                failures.append((operation.label, response.status_code, response.text[:200]))
-            case.validate_response(response, checks=[not_a_server_error])
-
-        check()
+        fuzz_operation(op.ok(), failures)
     assert not failures
 
 

@@ -7,7 +7,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, free_port
+
+from helpers import free_port
 
 pytestmark = pytest.mark.engine
 
@@ -15,7 +16,6 @@ pytestmark = pytest.mark.engine
 def run_server(**env: str) -> subprocess.CompletedProcess:
     full = {
         **os.environ,
-        "PYTHONPATH": f"{ROOT / 'inference'}:{ROOT / 'operator'}",
         "HOST": "127.0.0.1",
         "PORT": str(free_port()),
         **env,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from helpers import wer
 from openai import OpenAI
+
+from helpers import wer
 
 pytestmark = pytest.mark.engine
 JFK = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from pydantic import ValidationError
 
 from whisper_operator.config import OperatorSettings
 from whisper_operator.errors import SpecError
@@ -114,7 +115,7 @@ def test_service():
 
 
 def _status(b, **kw):
-    args = dict(profile=None, error=None, probe_pending=None, deploy=None, url="u", selector="s")
+    args = {"profile": None, "error": None, "probe_pending": None, "deploy": None, "url": "u", "selector": "s"}
     args.update(kw)
     return build_status(b, **args)
 
@@ -174,9 +175,9 @@ def test_settings_validated(monkeypatch):
     for key in [k for k in os.environ if k.startswith("KUBEWHISPER_")]:
         monkeypatch.delenv(key)
     assert OperatorSettings(_env_file=None).resync_seconds == 30
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="resync_seconds"):
         OperatorSettings(resync_seconds=0)
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="mixed_pool_policy"):
         OperatorSettings(mixed_pool_policy="Random")
     with pytest.raises(ValueError):
         OperatorSettings(webhook_enabled=True).check()

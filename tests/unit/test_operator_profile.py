@@ -146,7 +146,10 @@ def test_candidates_respect_selector_affinity_taints_and_gpu_count():
         taints=[{"key": "dedicated", "value": "ml", "effect": "NoSchedule"}],
     )
     cordoned = node("cordoned", {f"{G}.compute.major": "9"}, unschedulable=True)
-    names = lambda spec: [n.name for n in candidate_nodes(spec, [T4, H100, CPU, tainted, cordoned])]
+
+    def names(spec: dict) -> list[str]:
+        return [n.name for n in candidate_nodes(spec, [T4, H100, CPU, tainted, cordoned])]
+
     assert names({}) == ["h100", "t4"]
     assert names({"gpu": {"count": 2}}) == ["h100"]
     assert names(

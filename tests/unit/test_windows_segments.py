@@ -1,3 +1,5 @@
+from itertools import pairwise
+
 import numpy as np
 import pytest
 
@@ -62,7 +64,7 @@ def test_unclosed_segment_ends_at_chunk_end_and_times_are_clamped():
     toks = [ts(ML, 1.0), 100, ts(ML, 29.9), 101]
     segs = split_segments(ML, toks, None, window_start=60.0, window_duration=12.0, timestamps=True)
     assert [(s.start, s.end) for s in segs] == [(61.0, 72.0), (72.0, 72.0)]
-    assert all(a.end <= b.start for a, b in zip(segs, segs[1:]))
+    assert all(a.end <= b.start for a, b in pairwise(segs))
 
 
 def test_text_without_opening_timestamp_starts_at_previous_end():

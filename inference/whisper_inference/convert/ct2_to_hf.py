@@ -84,7 +84,9 @@ def convert(src: str | Path, dst: str | Path) -> Path:
         sd[hf + ".weight"], sd[hf + ".bias"] = tensor(v[ct + "/weight"]), tensor(v[ct + "/bias"])
 
     def fused(hf: str, ct: str, names: list[str]) -> None:
-        for name, w, b in zip(names, np.split(v[ct + "/weight"], len(names)), np.split(v[ct + "/bias"], len(names))):
+        for name, w, b in zip(
+            names, np.split(v[ct + "/weight"], len(names)), np.split(v[ct + "/bias"], len(names)), strict=True
+        ):
             sd[f"{hf}.{name}_proj.weight"] = tensor(w)
             if name == "k":
                 if np.abs(b.astype(np.float32)).max() != 0:

@@ -33,7 +33,7 @@ def split_segments(
     lps = logprobs if logprobs is not None and len(logprobs) == len(tokens) else [0.0] * len(tokens)
     if not timestamps:
         seg = RawSegment(0.0, window_duration)
-        for t, lp in zip(tokens, lps):
+        for t, lp in zip(tokens, lps, strict=True):
             if vocab.is_text(t):
                 seg.tokens.append(t)
                 seg.logprobs.append(lp)
@@ -42,7 +42,7 @@ def split_segments(
         raw = []
         current: RawSegment | None = None
         last_end = 0.0
-        for t, lp in zip(tokens, lps):
+        for t, lp in zip(tokens, lps, strict=True):
             if vocab.is_timestamp(t):
                 time = (t - vocab.timestamp_begin) * TIMESTAMP_STEP
                 if current is not None and current.tokens:

@@ -55,8 +55,8 @@ def apply_timestamp_rules_batch(
     device = logits.device
     index = _to(device, rows)
     # in place on views: no copy of the [batch, vocab] tensor (this runs on every decode step)
-    text_rows = [r for r, (mask_text, _, _) in zip(rows, rules) if mask_text]
-    stamp_rows = [r for r, (_, mask_stamps, _) in zip(rows, rules) if mask_stamps]
+    text_rows = [r for r, (mask_text, _, _) in zip(rows, rules, strict=True) if mask_text]
+    stamp_rows = [r for r, (_, mask_stamps, _) in zip(rows, rules, strict=True) if mask_stamps]
     if text_rows:
         logits[_to(device, text_rows), :eot] = neg
     if stamp_rows:
