@@ -15,15 +15,17 @@ from helpers import ROOT, ServerProcess, free_port, free_port_block, script_outp
 
 __all__ = ["ROOT", "ServerProcess", "free_port", "free_port_block", "script_output"]
 
-# A test needing any of these is not a unit test: `pytest -m unit` must run with nothing downloaded and no server.
-NOT_UNIT = {"weights", "vllm", "chart", "engine", "cluster"}
+# Every test carries a tier (pyproject.toml lists what each needs): `pytest -m unit` must run with nothing
+# downloaded, no server and no network, so a test needing more is not unit. Other tiers combine (a chart test that
+# needs a real server is cluster and engine).
+TIERS = {"unit", "weights", "vllm", "chart", "engine", "cluster"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        marks = {m.name for m in item.iter_markers()}
-        if "unit" in marks and marks & NOT_UNIT:
-            raise pytest.UsageError(f"{item.nodeid} is marked unit and {sorted(marks & NOT_UNIT)}: pick one tier")
+        tiers = {m.name for m in item.iter_markers()} & TIERS
+        if not tiers or ("unit" in tiers and len(tiers) > 1):
+            raise pytest.UsageError(f"{item.nodeid} has tiers {sorted(tiers)}: unit alone, or others of {sorted(TIERS)}")
 
 
 @pytest.fixture(scope="session")

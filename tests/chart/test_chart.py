@@ -13,7 +13,7 @@ import yaml
 from .conftest import CHART, ROOT, dockerfile, find
 
 pytestmark = [
-    pytest.mark.unit,
+    pytest.mark.chart,  # helm template / kubectl from scripts/helm.sh
     pytest.mark.filterwarnings("ignore:jsonschema.RefResolver is deprecated:DeprecationWarning"),
     pytest.mark.filterwarnings("ignore:The metaschema specified by:DeprecationWarning"),
 ]

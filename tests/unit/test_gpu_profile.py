@@ -4,13 +4,13 @@ from whisper_inference.config import load_settings
 from whisper_inference.engine.vllm_engine import build_profile, engine_args
 from whisper_inference.gpu import GpuInfo, choose_dtype, choose_kv_cache_dtype
 
-pytestmark = pytest.mark.unit
 T4 = GpuInfo(7, 5, "Tesla T4", 15360)
 A100 = GpuInfo(8, 0, "NVIDIA A100-SXM4-40GB", 40960)
 L4 = GpuInfo(8, 9, "NVIDIA L4", 23034)
 H100 = GpuInfo(9, 0, "NVIDIA H100 80GB HBM3", 81559)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "gpu,dtype", [(T4, "half"), (A100, "bfloat16"), (L4, "bfloat16"), (H100, "bfloat16"), (None, "float32")]
 )
@@ -18,10 +18,12 @@ def test_auto_dtype_follows_compute_capability(gpu, dtype):
     assert choose_dtype("auto", gpu)[0] == dtype
 
 
+@pytest.mark.unit
 def test_explicit_dtype_wins():
     assert choose_dtype("half", H100) == ("half", "set explicitly (DTYPE=half)")
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "requested,gpu,expected",
     [
@@ -40,6 +42,7 @@ def test_kv_cache_dtype_maps_to_vllm(requested, gpu, expected):
     assert choose_kv_cache_dtype(requested, gpu) == expected
 
 
+@pytest.mark.vllm
 def test_kv_cache_values_are_known_to_vllm():
     from typing import get_args
 
@@ -50,6 +53,7 @@ def test_kv_cache_values_are_known_to_vllm():
             assert choose_kv_cache_dtype(req, gpu) in get_args(CacheDType)
 
 
+@pytest.mark.vllm
 def test_engine_args_cpu_and_gpu(monkeypatch):
     monkeypatch.setenv("MODEL_ID", "/models/whisper")
     monkeypatch.setenv("VLLM_ATTENTION_BACKEND", "triton_attn")
@@ -66,6 +70,7 @@ def test_engine_args_cpu_and_gpu(monkeypatch):
     AsyncEngineArgs(**cpu)  # every key is one vLLM 0.32 accepts
 
 
+@pytest.mark.unit
 def test_flashinfer_backend_conflicts_with_flashinfer_off(monkeypatch):
     monkeypatch.setenv("MODEL_ID", "/models/whisper")
     monkeypatch.setenv("VLLM_ATTENTION_BACKEND", "FLASHINFER")

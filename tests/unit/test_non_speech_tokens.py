@@ -7,7 +7,7 @@ import pytest
 from whisper_inference.engine.vocab import WhisperVocab
 from whisper_inference.languages import all_codes
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.weights  # reads the converted checkpoints (scripts/models.sh)
 
 
 @pytest.mark.parametrize("model", ["model_tiny_en", "model_base"])

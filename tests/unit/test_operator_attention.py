@@ -12,7 +12,6 @@ from whisper_operator import attention
 from whisper_operator.nodes import GpuNode
 from whisper_operator.profile import compute_profile
 
-pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
 CCS = [(7, 0), (7, 5), (8, 0), (8, 6), (8, 9), (9, 0), (10, 0)]
 
@@ -33,6 +32,7 @@ def _emitted() -> set[tuple[str, tuple[int, int]]]:
     return out
 
 
+@pytest.mark.vllm  # the installed vLLM registry
 def test_every_emitted_backend_is_known_to_vllm_and_runs_whisper_there():
     from vllm.platforms.interface import DeviceCapability
     from vllm.v1.attention.backend import AttentionType
@@ -47,6 +47,7 @@ def test_every_emitted_backend_is_known_to_vllm_and_runs_whisper_there():
         assert cls.supports_compute_capability(DeviceCapability(*cc)), (backend, cc)
 
 
+@pytest.mark.unit
 def test_turing_backend_and_crd_enum_match_the_table():
     assert attention.choose((7, 5), "fp16")[0] == "TRITON_ATTN"
     crd = yaml.safe_load((ROOT / "crds/whisperendpoints.yaml").read_text())

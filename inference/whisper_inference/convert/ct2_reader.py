@@ -8,7 +8,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16, 5: "bfloat16"}
+_DTYPES: dict[int, str] = {0: "float32", 1: "int8", 2: "int16", 3: "int32", 4: "float16", 5: "bfloat16"}
 
 
 class CT2FormatError(ValueError):
@@ -37,7 +37,7 @@ def _array(buf: bytes, code: int) -> np.ndarray:
         raise CT2FormatError(f"unknown CTranslate2 dtype code {code}")
     if dtype == "bfloat16":  # numpy has no bf16: widen the 16 bits into the top of a float32
         return (np.frombuffer(buf, np.uint16).astype(np.uint32) << 16).view(np.float32)
-    return np.frombuffer(buf, dtype)
+    return np.frombuffer(buf, np.dtype(dtype))
 
 
 def read_ct2(path: str | Path) -> tuple[str, int, dict[str, np.ndarray]]:

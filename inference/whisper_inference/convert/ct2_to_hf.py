@@ -24,7 +24,7 @@ MULTILINGUAL_IDS = {"sot": 50258, "eot": 50257, "notimestamps": 50363}
 ENGLISH_IDS = {"sot": 50257, "eot": 50256, "notimestamps": 50362}
 
 
-def _layer_count(variables: dict, side: str) -> int:
+def _layer_count(variables: dict[str, np.ndarray], side: str) -> int:
     return len({k.split("/")[1] for k in variables if re.match(rf"{side}/layer_\d+/", k)})
 
 
@@ -37,7 +37,7 @@ def convert(src: str | Path, dst: str | Path) -> Path:
         WhisperFeatureExtractor,
         WhisperForConditionalGeneration,
         WhisperProcessor,
-        WhisperTokenizerFast,
+        WhisperTokenizer,
     )
 
     src, dst = Path(src), Path(dst)
@@ -122,7 +122,7 @@ def convert(src: str | Path, dst: str | Path) -> Path:
     model.tie_weights()
 
     eot = "<|endoftext|>"
-    tok = WhisperTokenizerFast(
+    tok = WhisperTokenizer(  # the fast (Rust) tokenizer: transformers 5 has only that one
         tokenizer_file=str(src / "tokenizer.json"), bos_token=eot, eos_token=eot, unk_token=eot, pad_token=eot
     )
     tok.add_tokens(
@@ -134,6 +134,13 @@ def convert(src: str | Path, dst: str | Path) -> Path:
     if len(tok) != vocab or tok.convert_tokens_to_ids("<|0.00|>") != ids["notimestamps"] + 1:
         raise ValueError(f"tokenizer does not line up with the vocabulary ({len(tok)} != {vocab})")
 
+    # multilingual checkpoints also map language and task tokens (GenerationConfig keeps extra keys as attributes)
+    lang_task: dict[str, dict[str, int]] = {}
+    if multilingual:
+        lang_ids: list[int] = ct2cfg["lang_ids"]
+        lang_task["lang_to_id"] = dict(zip(tok.convert_ids_to_tokens(lang_ids), lang_ids, strict=True))
+        task_ids = {t: tok.convert_tokens_to_ids(f"<|{t}|>") for t in ("transcribe", "translate")}
+        lang_task["task_to_id"] = {t: i for t, i in task_ids.items() if isinstance(i, int)}
     gen = GenerationConfig(
         decoder_start_token_id=ids["sot"],
         bos_token_id=ids["eot"],
@@ -147,10 +154,8 @@ def convert(src: str | Path, dst: str | Path) -> Path:
         alignment_heads=ct2cfg.get("alignment_heads"),
         return_timestamps=False,
         max_initial_timestamp_index=50,
+        **lang_task,
     )
-    if multilingual:
-        gen.lang_to_id = {tok.convert_ids_to_tokens(i): i for i in ct2cfg["lang_ids"]}
-        gen.task_to_id = {t: tok.convert_tokens_to_ids(f"<|{t}|>") for t in ("transcribe", "translate")}
     model.generation_config = gen
     dst.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(dst, safe_serialization=True)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 TIMESTAMP_STEP = 0.02  # seconds per timestamp token
 
@@ -16,7 +18,7 @@ _SYMBOLS = (
 _MISC = "♩♪♫♬♭♮♯"
 
 
-def non_speech_tokens(encode) -> tuple[int, ...]:
+def non_speech_tokens(encode: Callable[[str], list[int]]) -> tuple[int, ...]:
     """Token ids of symbols Whisper uses for non-speech annotations, as openai/whisper lists them.
 
     `encode` turns text into token ids without special tokens. Multi-token symbols count only for the
@@ -61,22 +63,30 @@ class WhisperVocab:
         return token < self.eot
 
     @classmethod
-    def from_tokenizer(cls, tokenizer, language_codes: list[str]) -> WhisperVocab:
+    def from_tokenizer(cls, tokenizer: Any, language_codes: list[str]) -> WhisperVocab:
+        """`tokenizer`: a transformers tokenizer of a Whisper checkpoint (transformers is untyped here)."""
+
         def tid(token: str) -> int | None:
             i = tokenizer.convert_tokens_to_ids(token)
-            return None if i is None or i == tokenizer.unk_token_id and token != tokenizer.unk_token else i
+            return None if i is None or i == tokenizer.unk_token_id and token != tokenizer.unk_token else int(i)
+
+        def required(token: str) -> int:
+            i = tid(token)
+            if i is None:
+                raise ValueError(f"not a Whisper tokenizer: it has no {token} token")
+            return i
 
         # English-only vocabularies (51864 tokens) still hold language tokens; they must not be used.
         multilingual = len(tokenizer) >= 51865
         languages = {c: i for c in language_codes if (i := tid(f"<|{c}|>")) is not None} if multilingual else {}
         nospeech = tid("<|nospeech|>") or tid("<|nocaptions|>")
         return cls(
-            sot=tid("<|startoftranscript|>"),
-            eot=tid("<|endoftext|>"),
+            sot=required("<|startoftranscript|>"),
+            eot=required("<|endoftext|>"),
             transcribe=tid("<|transcribe|>"),
             translate=tid("<|translate|>"),
             startofprev=tid("<|startofprev|>"),
-            notimestamps=tid("<|notimestamps|>"),
+            notimestamps=required("<|notimestamps|>"),
             nospeech=nospeech,
             languages=languages,
             non_speech=non_speech_tokens(lambda text: tokenizer.encode(text, add_special_tokens=False)),

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict
+from typing import Any
 
 from ..languages import language_name
 from ..transcriber import Transcript
@@ -26,15 +28,15 @@ def _clock(seconds: float, sep: str) -> str:
     return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
 
 
-def usage(t: Transcript) -> dict:
+def usage(t: Transcript) -> dict[str, Any]:
     return {"type": "duration", "seconds": math.ceil(t.duration)}  # OpenAI bills whole seconds, rounded up
 
 
-def to_json(t: Transcript) -> dict:
+def to_json(t: Transcript) -> dict[str, Any]:
     return {"text": t.text, "usage": usage(t)}
 
 
-def to_verbose_json(t: Transcript) -> dict:
+def to_verbose_json(t: Transcript) -> dict[str, Any]:
     return {
         "task": t.task,
         "language": language_name(t.language),
@@ -62,7 +64,14 @@ def to_vtt(t: Transcript) -> str:
     return "WEBVTT\n\n" + "\n".join(blocks)
 
 
-def render(t: Transcript, response_format: str) -> dict | str:
-    return {"json": to_json, "verbose_json": to_verbose_json, "text": to_text, "srt": to_srt, "vtt": to_vtt}[
-        response_format
-    ](t)
+RENDERERS: dict[str, Callable[[Transcript], dict[str, Any] | str]] = {
+    "json": to_json,
+    "verbose_json": to_verbose_json,
+    "text": to_text,
+    "srt": to_srt,
+    "vtt": to_vtt,
+}
+
+
+def render(t: Transcript, response_format: str) -> dict[str, Any] | str:
+    return RENDERERS[response_format](t)
