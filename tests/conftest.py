@@ -25,7 +25,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         tiers = {m.name for m in item.iter_markers()} & TIERS
         if not tiers or ("unit" in tiers and len(tiers) > 1):
-            raise pytest.UsageError(f"{item.nodeid} has tiers {sorted(tiers)}: unit alone, or others of {sorted(TIERS)}")
+            raise pytest.UsageError(f"{item.nodeid} has tiers {sorted(tiers)}: unit alone, or some of {sorted(TIERS)}")
 
 
 @pytest.fixture(scope="session")

@@ -30,8 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 JFK = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
 
 # The special-token ids of the real tokenizers, as WhisperVocab.from_tokenizer reads them from the converted
-# checkpoints (tests/engine/test_vocab_ids.py checks both against tiny.en and base). Multilingual: every model but
-# large-v3 (which adds a language and shifts the ids after <|en|>... by one); English-only: tiny.en, base.en, ...
+# checkpoints (the weights tier checks both against tiny.en and base: tests/unit/test_non_speech_tokens.py).
+# Multilingual: every model but large-v3 (one more language shifts its ids after the languages by one);
+# English-only: tiny.en, base.en, ...
 VOCAB_MULTILINGUAL = WhisperVocab(
     sot=50258,
     eot=50257,

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from helpers import VOCAB_EN, VOCAB_MULTILINGUAL
 from whisper_inference.engine.vocab import WhisperVocab
 from whisper_inference.languages import all_codes
 
@@ -30,3 +31,14 @@ def test_non_speech_tokens_match_the_checkpoints_suppress_list(model, request):
     }  # markers, suppressed apart
     assert len(vocab.non_speech) > 80
     assert set(vocab.non_speech) == listed - specials
+
+
+@pytest.mark.parametrize("model, expected", [("model_tiny_en", VOCAB_EN), ("model_base", VOCAB_MULTILINGUAL)])
+def test_the_tests_vocabulary_ids_are_the_checkpoints(model, expected, request):
+    """tests/helpers.py's VOCAB_EN / VOCAB_MULTILINGUAL (used by the unit tier) are what the real tokenizers say."""
+    from transformers import AutoTokenizer
+
+    real = WhisperVocab.from_tokenizer(AutoTokenizer.from_pretrained(request.getfixturevalue(model)), all_codes())
+    fields = ("sot", "eot", "transcribe", "translate", "startofprev", "notimestamps", "nospeech", "timestamp_begin")
+    assert {f: getattr(real, f) for f in fields} == {f: getattr(expected, f) for f in fields}
+    assert expected.languages.items() <= real.languages.items()

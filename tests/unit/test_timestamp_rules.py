@@ -3,21 +3,12 @@
 import pytest
 import torch
 
+from helpers import VOCAB_MULTILINGUAL
 from whisper_inference.engine.segments import decoded_until
 from whisper_inference.engine.timestamp_rules import apply_timestamp_rules
-from whisper_inference.engine.vocab import WhisperVocab
 
 pytestmark = pytest.mark.unit
-V = WhisperVocab(
-    sot=50258,
-    eot=50257,
-    transcribe=50360,
-    translate=50359,
-    startofprev=50362,
-    notimestamps=50363,
-    nospeech=50362,
-    languages={"en": 50259},
-)
+V = VOCAB_MULTILINGUAL  # the real ids of base
 TS, EOT, N = V.timestamp_begin, V.eot, V.timestamp_begin + 1501
 
 

@@ -9,14 +9,13 @@ import asyncio
 import numpy as np
 import pytest
 
+from helpers import VOCAB_EN, VOCAB_MULTILINGUAL
 from whisper_inference.audio.windows import Window
 from whisper_inference.config import load_settings
-from whisper_inference.engine.vocab import WhisperVocab
 from whisper_inference.transcriber import RequestError, Transcriber, TranscriptionJob
 
 pytestmark = pytest.mark.unit
-ML = WhisperVocab(50258, 50257, 50360, 50359, 50362, 50364, 50363, {"en": 50259, "de": 50261})
-EN = WhisperVocab(50257, 50256, 50359, 50358, 50361, 50363, 50362, {})
+ML, EN = VOCAB_MULTILINGUAL, VOCAB_EN  # the real ids of base and tiny.en
 
 
 class StandInEngine:

@@ -3,32 +3,13 @@ from itertools import pairwise
 import numpy as np
 import pytest
 
+from helpers import VOCAB_EN, VOCAB_MULTILINGUAL
 from whisper_inference.audio.windows import split_windows
 from whisper_inference.engine.prompts import decoder_prompt
 from whisper_inference.engine.segments import split_segments
-from whisper_inference.engine.vocab import WhisperVocab
 
 pytestmark = pytest.mark.unit
-ML = WhisperVocab(
-    sot=50258,
-    eot=50257,
-    transcribe=50360,
-    translate=50359,
-    startofprev=50362,
-    notimestamps=50364,
-    nospeech=50363,
-    languages={"en": 50259, "de": 50261},
-)
-EN = WhisperVocab(
-    sot=50257,
-    eot=50256,
-    transcribe=50359,
-    translate=50358,
-    startofprev=50361,
-    notimestamps=50363,
-    nospeech=50362,
-    languages={},
-)
+ML, EN = VOCAB_MULTILINGUAL, VOCAB_EN  # the real ids of base and tiny.en
 
 
 def ts(vocab, seconds):
@@ -79,9 +60,9 @@ def test_no_timestamps_gives_one_segment_per_chunk():
 
 
 def test_prompts():
-    assert decoder_prompt(ML, language="de", task="transcribe", timestamps=False) == [50258, 50261, 50360, 50364]
-    assert decoder_prompt(ML, language="en", task="translate", timestamps=True) == [50258, 50259, 50359, 50365]
-    assert decoder_prompt(EN, language=None, task="transcribe", timestamps=False) == [50257, 50363]
+    assert decoder_prompt(ML, language="de", task="transcribe", timestamps=False) == [50258, 50261, 50359, 50363]
+    assert decoder_prompt(ML, language="en", task="translate", timestamps=True) == [50258, 50259, 50358, 50364]
+    assert decoder_prompt(EN, language=None, task="transcribe", timestamps=False) == [50257, 50362]
     long_prev = list(range(500))
     p = decoder_prompt(EN, language=None, task="transcribe", timestamps=True, previous=long_prev)
     assert p[0] == EN.startofprev and p[1:-2] == long_prev[-223:] and p[-2:] == [EN.sot, EN.timestamp_begin]
