@@ -31,15 +31,17 @@ def bin_dir() -> Path:
 
 
 class Helm:
-    def __init__(self, bin_dir: Path, kubeconfig: str | None = None):
-        self.bin_dir, self.kubeconfig = bin_dir, kubeconfig
+    """helm and kubectl with their own state (helm's homes, values files) under `home`, a pytest tmp dir."""
+
+    def __init__(self, bin_dir: Path, home: Path, kubeconfig: str | None = None):
+        self.bin_dir, self.home, self.kubeconfig = bin_dir, home, kubeconfig
 
     def env(self) -> dict:
         env = dict(
             os.environ,
-            HELM_CACHE_HOME="/tmp/kubewhisper-helm/cache",
-            HELM_CONFIG_HOME="/tmp/kubewhisper-helm/config",
-            HELM_DATA_HOME="/tmp/kubewhisper-helm/data",
+            HELM_CACHE_HOME=str(self.home / "cache"),
+            HELM_CONFIG_HOME=str(self.home / "config"),
+            HELM_DATA_HOME=str(self.home / "data"),
         )
         if self.kubeconfig:
             env["KUBECONFIG"] = self.kubeconfig
@@ -76,20 +78,21 @@ class Helm:
         namespace: str = "kubewhisper",
         check: bool = True,
     ) -> subprocess.CompletedProcess:
-        vf = Path(f"/tmp/kubewhisper-values-{uuid.uuid4().hex[:8]}.yaml")
+        vf = self.values_file(values)
+        return self.helm("template", release, str(CHART), "-n", namespace, "-f", str(vf), *args, check=check)
+
+    def values_file(self, values: dict | None) -> Path:
+        vf = self.home / f"values-{uuid.uuid4().hex[:8]}.yaml"
         vf.write_text(yaml.safe_dump(values or {}))
-        try:
-            return self.helm("template", release, str(CHART), "-n", namespace, "-f", str(vf), *args, check=check)
-        finally:
-            vf.unlink()
+        return vf
 
     def render(self, values: dict | None = None, *args: str, **kw) -> list[dict]:
         return [d for d in yaml.safe_load_all(self.template(values, *args, **kw).stdout) if d]
 
 
 @pytest.fixture(scope="session")
-def helm(bin_dir) -> Helm:
-    return Helm(bin_dir)
+def helm(bin_dir, tmp_path_factory) -> Helm:
+    return Helm(bin_dir, tmp_path_factory.mktemp("helm"))
 
 
 def find(docs: list[dict], kind: str, name: str | None = None) -> dict:
@@ -102,9 +105,9 @@ def find(docs: list[dict], kind: str, name: str | None = None) -> dict:
 
 
 @pytest.fixture(scope="session")
-def cluster(control_plane, bin_dir) -> Helm:  # noqa: F811
+def cluster(control_plane, bin_dir, tmp_path_factory) -> Helm:  # noqa: F811
     """helm/kubectl bound to the chart tier's control plane, with a T4 and an H100 fake GPU node."""
-    h = Helm(bin_dir, control_plane["kubeconfig"])
+    h = Helm(bin_dir, tmp_path_factory.mktemp("helm-cluster"), control_plane["kubeconfig"])
     nodes = yaml.safe_load((ROOT / "operator/examples/fake-gpu-nodes.yaml").read_text())
     nodes["items"] = [n for n in nodes["items"] if n["metadata"]["labels"].get("pool") in ("t4", "h100")]
     h.kubectl("apply", "-f", "-", input=yaml.safe_dump(nodes))

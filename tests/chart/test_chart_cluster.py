@@ -31,12 +31,8 @@ pytestmark = pytest.mark.cluster
 
 
 def install(cluster, release, namespace, values=None, *args, action="install"):
-    vf = Path(f"/tmp/kubewhisper-values-{uuid.uuid4().hex[:8]}.yaml")
-    vf.write_text(yaml.safe_dump(values or {}))
-    try:
-        return cluster.helm(action, release, str(CHART), "-n", namespace, "-f", str(vf), *args, timeout=180)
-    finally:
-        vf.unlink()
+    vf = cluster.values_file(values)
+    return cluster.helm(action, release, str(CHART), "-n", namespace, "-f", str(vf), *args, timeout=180)
 
 
 def get(cluster, *args):
@@ -112,10 +108,8 @@ def test_install_upgrade_uninstall(cluster, namespace):
     assert [h["status"] for h in history] == ["superseded", "deployed"]
 
     # a bad value fails the upgrade with the schema's message, and the release stays as it was
-    bad = Path(f"/tmp/kw-bad-{uuid.uuid4().hex[:6]}.yaml")
-    bad.write_text("operator: {replicas: 5}\n")
+    bad = cluster.values_file({"operator": {"replicas": 5}})
     p = cluster.helm("upgrade", name, str(CHART), "-n", ns, "-f", str(bad), check=False)
-    bad.unlink()
     assert p.returncode != 0 and "operator.replicas: Must be less than or equal to 1" in p.stderr
     assert len(json.loads(cluster.helm("history", name, "-n", ns, "-o", "json").stdout)) == 2
 

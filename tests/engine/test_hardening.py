@@ -13,10 +13,9 @@ import pytest
 import soundfile as sf
 from openai import AuthenticationError, OpenAI
 
-from helpers import wer
+from helpers import JFK, wer
 
 pytestmark = pytest.mark.engine
-JFK = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
 KEY = {"Authorization": "Bearer secret-2"}
 
 

@@ -11,11 +11,10 @@ import httpx
 import numpy as np
 import pytest
 
-from helpers import wer
+from helpers import JFK, wer
 
 pytestmark = pytest.mark.engine
 RATE = 16000
-JFK = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
 
 
 def compose(fixtures_dir, names, gap=0.6, pad_before=None):

@@ -6,10 +6,9 @@ import httpx
 import pytest
 from openai import OpenAI
 
-from helpers import wer
+from helpers import JFK, wer
 
 pytestmark = pytest.mark.engine
-JFK = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
 
 
 def client(server) -> OpenAI:
