@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import signal
+import socket
 import threading
 import time
 
@@ -91,35 +92,49 @@ def test_upload_limit_413(guarded):
     assert r.status_code == 413 and r.json()["error"]["code"] == "file_too_large"
 
 
+def wait_until(condition, what: str, timeout: float = 60) -> None:
+    """Poll `condition` until true; the timeout only bounds a failure, no outcome depends on it."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def send_and_hold(server, content: bytes) -> socket.socket:
+    """A transcription request written to a raw socket whose response is never read: the connection stays open
+    until the test closes it (the client's disconnect, at the moment the test chooses)."""
+    req = httpx.Request(
+        "POST",
+        server.url + "/v1/audio/transcriptions",
+        headers=KEY,
+        data={"model": "whisper"},
+        files={"file": ("a.flac", content)},
+    )
+    body = req.read()
+    head = "".join(f"{k}: {v}\r\n" for k, v in req.headers.items() if k.lower() != "transfer-encoding")
+    sock = socket.create_connection(("127.0.0.1", server.port))
+    sock.sendall(f"POST /v1/audio/transcriptions HTTP/1.1\r\n{head}\r\n".encode() + body)
+    return sock
+
+
 def test_queue_full_429_then_disconnect_aborts_engine_work(guarded, long_wav, medium_wav):
-    outcome = {}
-
-    def slow_client():
-        try:
-            outcome["response"] = post(guarded, long_wav, timeout=6)
-        except httpx.TimeoutException:
-            outcome["timeout"] = time.monotonic()
-
-    t = threading.Thread(target=slow_client)
-    t.start()
-    deadline = time.monotonic() + 30
-    while metric(guarded, "whisper_in_flight") < 1 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    busy = post(guarded, long_wav[:100000], timeout=30)
-    assert busy.status_code == 429 and busy.headers["retry-after"] == "1"
-    assert busy.json()["error"]["type"] == "rate_limit_error"
-    while metric(guarded, "whisper_engine_requests") < 1 and "timeout" not in outcome:
-        time.sleep(0.1)
-    assert metric(guarded, "whisper_engine_requests") >= 1  # the 18 windows are generating
-    t.join()
-    assert "timeout" in outcome, "the long request finished before the client gave up; make it longer"
-    deadline = time.monotonic() + 5
-    while metric(guarded, "whisper_engine_requests") > 0 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert metric(guarded, "whisper_engine_requests") == 0  # every window's request was aborted
-    assert metric(guarded, "whisper_in_flight") == 0
-    log = guarded.log_path.read_text()
-    assert '"status": 499' in log
+    """Event driven: a long request is held in flight by its client (an open connection whose answer nobody reads);
+    a second one meets the full queue (429); once the engine is seen working on the first, its client disconnects,
+    and every engine request of it is aborted (499 in the access log), leaving the server serving."""
+    held = send_and_hold(guarded, long_wav)
+    try:
+        wait_until(lambda: metric(guarded, "whisper_in_flight") >= 1, "the held request to be admitted")
+        busy = post(guarded, long_wav[:100000], timeout=30)
+        assert busy.status_code == 429 and busy.headers["retry-after"] == "1"
+        assert busy.json()["error"]["type"] == "rate_limit_error"
+        wait_until(lambda: metric(guarded, "whisper_engine_requests") >= 1, "the engine to work on the held request")
+    finally:
+        held.shutdown(socket.SHUT_RDWR)
+        held.close()
+    # 18 windows take the engine seconds; the disconnect came milliseconds after it started on them
+    wait_until(lambda: metric(guarded, "whisper_engine_requests") == 0, "the engine requests to be aborted")
+    wait_until(lambda: metric(guarded, "whisper_in_flight") == 0, "the admission slot to be freed")
+    wait_until(lambda: '"status": 499' in guarded.log_path.read_text(), "the 499 access-log line", timeout=10)
     assert post(guarded, medium_wav).status_code == 200  # and the server keeps serving
 
 
@@ -226,19 +241,24 @@ def test_schemathesis_finds_no_500(guarded):
     assert not failures
 
 
+def refused(server) -> bool:
+    """True once the server no longer accepts connections (any answer, even an error, means it still listens)."""
+    try:
+        httpx.get(server.url + "/health", timeout=5)
+    except httpx.TransportError:
+        return True
+    return False
+
+
 def test_graceful_shutdown_finishes_in_flight_work(guarded, medium_wav):
     """Last in this module: SIGTERM while a request runs; it completes, new work is refused, exit 0."""
     result = {}
     audio = medium_wav  # a few seconds of work
     t = threading.Thread(target=lambda: result.setdefault("r", post(guarded, audio, timeout=120)))
     t.start()
-    deadline = time.monotonic() + 30
-    while metric(guarded, "whisper_engine_requests") < 1 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: metric(guarded, "whisper_engine_requests") >= 1, "the engine to work on the request")
     guarded.proc.send_signal(signal.SIGTERM)
-    time.sleep(0.3)
-    with pytest.raises(httpx.HTTPError):  # the listener is closed: nothing new gets in
-        post(guarded, audio, timeout=5).raise_for_status()
+    wait_until(lambda: refused(guarded), "the listener to close")  # nothing new gets in
     t.join()
     assert result["r"].status_code == 200 and len(result["r"].json()["text"]) > 100
     assert guarded.proc.wait(60) == 0
