@@ -3,16 +3,27 @@
 # `kubernetes` source package, plus etcd from Debian's etcd-server .deb. No Docker, no internet beyond apt.
 # Prints the bin dir (holding kube-apiserver, kube-controller-manager, kube-scheduler, etcd) as the LAST stdout line;
 # everything else goes to stderr. Idempotent: a cached build returns in milliseconds.
+# KUBEWHISPER_K8S_DOWNLOAD_ONLY=1: resolve, download and verify the Debian files, then stop (no build).
+#
+# Downloads are verified: apt checks every file against Debian's signed indexes (InRelease, signed by the
+# debian-archive-keyring; Sources/Packages list each file's sha256), so a corrupt or substituted file fails here.
+# Versions are pinned by family, not by one revision: Debian replaces a package on the mirror with each security
+# revision (+deb12u1 -> +deb12u2), so the newest revision the mirror has of the pinned family is taken. The upstream
+# tarball is the same file in every revision and is additionally pinned by sha256.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 K8S_VERSION=1.20.2
-DEB_VERSION=1.20.5+really1.20.2-1.1+deb12u1
+K8S_FAMILY='1.20.5+really1.20.2-1.1+deb12u*'   # source package kubernetes, bookworm
+ORIG=kubernetes_1.20.5+really1.20.2.orig.tar.gz
+ORIG_SHA256=b83c0780efb182d928dc63d46488a847f161f04e40a94b96bf5247dd671ecdfc
+GO_FAMILY='1.15.15-1~deb11u*'                   # golang-1.15-go and golang-1.15-src, bullseye
+ETCD_FAMILY='3.4.23-4*'                         # etcd-server, bookworm (binNMUs: +b4, ...)
 W=$CACHE/k8s-v$K8S_VERSION
 BIN=$W/bin
 mkdir -p "$W"
 exec 8>"$W/.lock"; flock 8   # one builder at a time (make test and make cluster-up may race)
 
-if [ -f "$BIN/.complete" ]; then echo "$BIN"; exit 0; fi
+if [ -f "$BIN/.complete" ] && [ "${KUBEWHISPER_K8S_DOWNLOAD_ONLY:-0}" != 1 ]; then echo "$BIN"; exit 0; fi
 
 t0=$(date +%s)
 log "building Kubernetes v$K8S_VERSION control plane into $W (about 8.5 min cold on 2 cores)"
@@ -28,14 +39,42 @@ deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $MIRROR bullseye 
 S
 A=(-o Dir::Etc::SourceList="$W/apt/sources.list" -o Dir::Etc::SourceParts=/dev/null
    -o Dir::State::Lists="$W/apt/lists" -o Dir::Cache="$W/apt/cache" -o Debug::NoLocking=1)
-apt-get "${A[@]}" update -qq >&2
+apt-get "${A[@]}" update -qq >&2 || { log "apt-get update failed for $MIRROR (see above)"; exit 1; }
 for tool in rsync make; do
   command -v $tool >/dev/null || { log "installing $tool (needs root)"; apt-get install -y -qq $tool >&2; }
 done
+
+# newest version the mirror has of a family: newest() FAMILY VERSION...
+newest() {
+  local family=$1 v best=; shift
+  for v in "$@"; do
+    # shellcheck disable=SC2053  # $family is a glob on purpose
+    [[ $v == $family ]] || continue
+    if [ -z "$best" ] || dpkg --compare-versions "$v" gt "$best"; then best=$v; fi
+  done
+  [ -n "$best" ] || { log "the mirror has no version matching $family (has: $*)"; exit 1; }
+  echo "$best"
+}
+fetch() {  # fetch WHAT COMMAND...: run an apt download, failing at once with the artifact's name
+  local what=$1; shift
+  log "downloading $what"
+  "$@" >&2 || { log "download of $what failed (apt verifies each file against Debian's signed index)"; exit 1; }
+}
+# shellcheck disable=SC2046  # one version per word
+K8S_DEB=$(newest "$K8S_FAMILY" $(apt-cache "${A[@]}" showsrc kubernetes | awk '/^Version:/{print $2}'))
+# shellcheck disable=SC2046
+GO_DEB=$(newest "$GO_FAMILY" $(apt-cache "${A[@]}" madison golang-1.15-go | awk '{print $3}'))
+# shellcheck disable=SC2046
+ETCD_DEB=$(newest "$ETCD_FAMILY" $(apt-cache "${A[@]}" madison etcd-server | awk '{print $3}'))
 (cd dl
- [ -f kubernetes_1.20.5+really1.20.2.orig.tar.gz ] || apt-get "${A[@]}" source --download-only -qq "kubernetes=$DEB_VERSION" >&2
- ls golang-1.15-go_*.deb >/dev/null 2>&1 || apt-get "${A[@]}" download -qq golang-1.15-go golang-1.15-src >&2
- ls etcd-server_*.deb >/dev/null 2>&1 || apt-get "${A[@]}" download -qq etcd-server/bookworm >&2)
+ [ -f "$ORIG" ] || fetch "kubernetes=$K8S_DEB (source)" apt-get "${A[@]}" source --download-only -qq "kubernetes=$K8S_DEB"
+ ls golang-1.15-go_*.deb >/dev/null 2>&1 ||
+   fetch "golang-1.15-go=$GO_DEB" apt-get "${A[@]}" download -qq "golang-1.15-go=$GO_DEB" "golang-1.15-src=$GO_DEB"
+ ls etcd-server_*.deb >/dev/null 2>&1 || fetch "etcd-server=$ETCD_DEB" apt-get "${A[@]}" download -qq "etcd-server=$ETCD_DEB"
+ echo "$ORIG_SHA256  $ORIG" | sha256sum -c --quiet - >&2 ||
+   { log "$ORIG does not match its pinned sha256 $ORIG_SHA256"; rm -f "$ORIG"; exit 1; }
+ log "verified: $(sha256sum ./*.deb ./*.dsc ./*.tar.* | awk '{printf "%s %.12s  ", $2, $1}')")
+if [ "${KUBEWHISPER_K8S_DOWNLOAD_ONLY:-0}" = 1 ]; then log "downloads verified in $W/dl"; exit 0; fi
 
 # etcd 3.4 (static Go binary) from the .deb
 rm -rf etcd && mkdir etcd && dpkg-deb -x dl/etcd-server_*.deb etcd
