@@ -1,6 +1,7 @@
 """GPU check of the timestamp rules (engine/timestamp_rules.py), which run on every decode step of timed requests.
 
-Run from the repository root on a CUDA machine with torch: `python bench/gpu_timestamp_rules.py`. It reports host
+Run from the repository root on a CUDA machine with torch and the project installed (`make venv`, or
+`pip install --no-deps -e .`): `python -m bench.gpu_timestamp_rules`. It reports host
 synchronizations (there must be none: a sync per step would stall the GPU), the time per step for a 128-row batch,
 and whether CPU and GPU mask the same tokens. Exits 1 when a check fails, 2 without CUDA.
 """
@@ -12,11 +13,9 @@ import time
 import warnings
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "inference"))
+import torch
 
-import torch  # noqa: E402
-
-from whisper_inference.engine.timestamp_rules import apply_timestamp_rules, apply_timestamp_rules_batch  # noqa: E402
+from whisper_inference.engine.timestamp_rules import apply_timestamp_rules, apply_timestamp_rules_batch
 
 TS, EOT, VOCAB, ROWS = 50364, 50257, 51865, 128
 

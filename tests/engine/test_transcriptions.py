@@ -35,8 +35,8 @@ def test_synthesized_sentences(tiny_server, fixtures_dir, n):
     assert wer((fixtures_dir / f"en{n}.txt").read_text(), text) < 0.35, text
 
 
-def test_seed_curl_form(tiny_server, fixtures_dir):
-    """What the seed's curl commands send: Bearer dummy, -F model=whisper, -F file=@jfk.wav."""
+def test_readme_curl_form(tiny_server, fixtures_dir):
+    """What the README's curl commands send: Bearer dummy, -F model=whisper, -F file=@jfk.wav."""
     with open(fixtures_dir / "jfk.wav", "rb") as f:
         r = httpx.post(
             tiny_server.url + "/v1/audio/transcriptions",
