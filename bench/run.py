@@ -11,10 +11,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import platform
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -27,7 +25,7 @@ import numpy as np
 import psutil
 import soundfile as sf
 
-from tests.helpers import ROOT, free_port, script_output
+from tests.helpers import ROOT, ServerProcess, free_port, script_output
 from tests.helpers import wer as word_error_rate
 
 RATE = 16000
@@ -116,34 +114,23 @@ def bench_server(
     name: str, cmd: list[str], env: dict, ready_path: str, model: str, audio, logdir: Path, workloads=None
 ) -> dict:
     port = free_port()
-    log = open(logdir / f"{name}.log", "wb")
-    full_env = {**os.environ, **env, "PORT": str(port), "HOST": "127.0.0.1"}
-    proc = subprocess.Popen(
-        [*cmd, *([] if "whisper_inference" in cmd else ["--port", str(port)])],
-        env=full_env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+    server = ServerProcess(
+        env,
+        logdir / f"{name}.log",
+        argv=[*cmd, *([] if "whisper_inference" in cmd else ["--port", str(port)])],
+        ready_path=ready_path,
+        port=port,
     )
-    sampler = RssSampler(proc.pid)
+    sampler = RssSampler(server.proc.pid)
     sampler.start()
-    url = f"http://127.0.0.1:{port}"
     began = time.perf_counter()
     try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{name} exited; see {logdir / (name + '.log')}")
-            try:
-                if httpx.get(url + ready_path, timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
+        server.wait_ready(timeout=600)
         startup = time.perf_counter() - began
-        run_http(url, model, audio["short"][:1], 1)  # warm-up, not measured
+        run_http(server.url, model, audio["short"][:1], 1)  # warm-up, not measured
         results = {"startup_s": startup}
         for label, kind, conc, repeats in workloads or WORKLOADS:
-            results[label] = run_http(url, model, workload_items(audio, kind, repeats), conc)
+            results[label] = run_http(server.url, model, workload_items(audio, kind, repeats), conc)
             print(
                 f"  {name:7s} {label:10s} RTFx {results[label]['rtfx']:6.2f}  p50 {results[label]['p50_s']:6.2f}s"
                 f"  WER {results[label]['wer']:.3f}",
@@ -153,12 +140,7 @@ def bench_server(
         return results
     finally:
         sampler.running = False
-        proc.terminate()
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
-        log.close()
+        server.stop()
 
 
 def bench_in_process(model_path: str, audio) -> dict:

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from cluster.conftest import control_plane  # noqa: F401  (a fixture: re-registered here for tests/chart)
 
-from helpers import free_port
+from helpers import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "kubewhisper"
@@ -160,8 +160,6 @@ def image_server(tmp_path_factory):
     import json
     import sys
 
-    import httpx
-
     model = (
         subprocess.run([str(ROOT / "scripts/models.sh"), "tiny.en"], check=True, capture_output=True, text=True)
         .stdout.strip()
@@ -170,40 +168,14 @@ def image_server(tmp_path_factory):
     argv = json.loads(dockerfile("inference")["ENTRYPOINT"][-1])
     assert argv[0] == "python"
     d = tmp_path_factory.mktemp("image-server")
-    port = free_port()
-    env = {
-        **os.environ,
-        **dockerfile_env("inference"),
-        "MODEL_ID": model,
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
-        "HF_HOME": str(d / "hf"),
-    }
-    log = open(d / "server.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, *argv[1:]], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    url = f"http://127.0.0.1:{port}"
+    image_env = {k: v for k, v in dockerfile_env("inference").items() if k not in ("HOST", "PORT")}  # local ones
+    env = {**image_env, "MODEL_ID": model, "HF_HOME": str(d / "hf")}
+    server = ServerProcess(env, d / "server.log", argv=[sys.executable, *argv[1:]])
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            assert proc.poll() is None, f"server exited {proc.returncode}:\n{(d / 'server.log').read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"not ready:\n{(d / 'server.log').read_text()[-3000:]}"
-            try:
-                if httpx.get(url + "/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        yield {"url": url, "port": port, "env": env, "argv": argv}
+        server.wait_ready()
+        yield {"url": server.url, "port": server.port, "env": server.env, "argv": argv}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        server.stop()
 
 
 def run_test_pod_script(pod: dict, url: str, timeout: float = 180) -> subprocess.CompletedProcess:
