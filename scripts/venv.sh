@@ -33,13 +33,14 @@ if [ ! -f "$heavy/.complete" ]; then
 fi
 exec 9>&-
 
-local_venv=$ROOT/.venv
-mkdir -p "$local_venv"
-exec 9>"$local_venv/.lock"; flock 9
-marker=$local_venv/.kubewhisper-$key
-if [ ! -f "$marker" ]; then
+# .venv is a symlink to .venv-<key>, built aside and swapped in atomically: a test run (or server) using the previous
+# one keeps working while a pin change builds the next.
+link=$ROOT/.venv
+local_venv=$ROOT/.venv-$key
+exec 9>"$ROOT/.venv.lock"; flock 9
+if [ ! -f "$local_venv/.complete" ]; then
   log "creating $local_venv (the project installed editable on top of $heavy)"
-  find "$local_venv" -mindepth 1 -maxdepth 1 ! -name .lock -exec rm -rf {} +
+  rm -rf "$local_venv"
   "$heavy/bin/python" -m venv --without-pip "$local_venv"
   site=$("$local_venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
   heavy_site=$("$heavy/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
@@ -52,12 +53,21 @@ if [ ! -f "$marker" ]; then
     case $name in python*|pip*|activate*|Activate.ps1|__pycache__) continue ;; esac
     [ -e "$local_venv/bin/$name" ] && continue
     if [ "$(head -c 2 "$f")" = '#!' ] && head -n 1 "$f" | grep -q "^#!$heavy/bin/python"; then
-      { echo "#!$local_venv/bin/python"; tail -n +2 "$f"; } > "$local_venv/bin/$name"; chmod +x "$local_venv/bin/$name"
+      { echo "#!$link/bin/python"; tail -n +2 "$f"; } > "$local_venv/bin/$name"; chmod +x "$local_venv/bin/$name"
     else
       ln -s "$f" "$local_venv/bin/$name"
     fi
   done
   "$local_venv/bin/python" -c "import whisper_inference, whisper_operator, vllm" >&2 || { log "$local_venv incomplete"; exit 1; }
-  touch "$marker"
+  touch "$local_venv/.complete"
 fi
-echo "$local_venv"
+if [ "$(readlink "$link" 2>/dev/null)" != ".venv-$key" ]; then
+  previous=$(readlink "$link" 2>/dev/null || true)
+  [ -L "$link" ] || rm -rf "$link"   # a plain directory from an older layout
+  ln -sfn ".venv-$key" "$link.new" && mv -T "$link.new" "$link"
+  # keep the one just replaced (a running process may use it), drop older ones
+  for old in "$ROOT"/.venv-*; do
+    case $(basename "$old") in ".venv-$key"|"$previous") ;; *) rm -rf "$old" ;; esac
+  done
+fi
+echo "$link"

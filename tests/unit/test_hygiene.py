@@ -1,0 +1,43 @@
+"""Repository-wide rules that no checker enforces: imports come from the install, downloads are verified."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+import pytest
+from helpers import ROOT
+
+pytestmark = pytest.mark.unit
+
+
+def tracked(*patterns: str) -> dict[str, str]:
+    files = subprocess.run(
+        ["git", "ls-files", "--", *patterns], cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout.split()
+    return {f: (ROOT / f).read_text(errors="replace") for f in files if (ROOT / f).is_file()}
+
+
+def test_no_import_path_set_by_hand():
+    """The project is installed editable in .venv (scripts/venv.sh): nothing sets PYTHONPATH or edits sys.path."""
+    offenders = [
+        f"{name}:{n}"
+        for name, text in tracked("*.py", "*.sh", "Makefile", "Dockerfile.*", ".ci/*", "*.toml").items()
+        for n, line in enumerate(text.splitlines(), 1)
+        if "PYTHONPATH" in line or re.search(r"sys\.path\.(insert|append)", line)
+    ]
+    assert not offenders, offenders
+
+
+def test_downloads_are_pinned_and_checked():
+    """Every pip download requires hashes, every npm tarball is checked by sha256, no download's failure is hidden."""
+    scripts = tracked("scripts/*.sh")
+    for name, text in scripts.items():
+        flat = text.replace("\\\n", " ")
+        for line in flat.splitlines():
+            if re.search(r"pip\b.*\bdownload\b", line):
+                assert "--require-hashes" in line, f"{name}: pip download without --require-hashes: {line.strip()}"
+            if re.search(r"\b(pip|npm|apt-get)\b.*\|\s*grep\b.*\|\|\s*true", line):
+                raise AssertionError(f"{name}: a download whose failure is hidden: {line.strip()}")
+        if "npm pack" in text:
+            assert re.search(r"[0-9a-f]{64}\s+\S+\.tgz\" \| sha256sum -c", text), f"{name}: npm tarball not checked"
