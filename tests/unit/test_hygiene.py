@@ -6,6 +6,7 @@ import re
 import subprocess
 
 import pytest
+
 from helpers import ROOT
 
 pytestmark = pytest.mark.unit
