@@ -24,7 +24,8 @@ PIDS=()
 STEP=0
 step() { STEP=$((STEP + 1)); printf '\n\033[1;34m==> [%d/9] %s\033[0m\n' "$STEP" "$*" >&2; }
 run() { printf '\033[2m$ %s\033[0m\n' "$*" >&2; "$@"; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# a free port outside the kernel's ephemeral range (tests/helpers.py says why not bind(0))
+free_port() { "$VENV/bin/python" -c 'from tests.helpers import free_port; print(free_port())'; }
 wait_http() {  # url seconds pid what
   for _ in $(seq 1 $(( $2 * 2 ))); do
     curl -sf --max-time 2 "$1" >/dev/null 2>&1 && return 0

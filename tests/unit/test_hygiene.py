@@ -46,3 +46,15 @@ def test_downloads_are_pinned_and_checked():
                 raise AssertionError(f"{name}: a download whose failure is hidden: {line.strip()}")
         if "npm pack" in text:
             assert re.search(r"[0-9a-f]{64}\s+\S+\.tgz\" \| sha256sum -c", text), f"{name}: npm tarball not checked"
+
+
+def test_no_ephemeral_ports():
+    """Ports come from tests/helpers.free_port(_block): outside the ephemeral range, reserved per test session.
+    bind(0) hands out ephemeral ports that an outgoing connection may take before the server binds them."""
+    offenders = [
+        f"{name}:{n}"
+        for name, text in tracked("*.py", "*.sh").items()
+        for n, line in enumerate(text.splitlines(), 1)
+        if re.search(r"""bind\(\(["']127\.0\.0\.1["'],\s*0\)\)""", line)
+    ]
+    assert not offenders, offenders
