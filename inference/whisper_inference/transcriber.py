@@ -14,6 +14,7 @@ from .audio.decode import decode_audio
 from .config import Settings
 from .engine.prompts import decoder_prompt
 from .engine.segments import RawSegment, decoded_until, split_segments
+from .engine.token_logprobs import TokenLogprob
 from .engine.vllm_engine import Generation, WhisperEngine
 
 # openai/whisper's defaults: a window whose first step says "no speech" this confidently and whose
@@ -61,6 +62,7 @@ class Transcript:
     duration: float
     text: str
     segments: list[Segment] = field(default_factory=list)
+    logprobs: list[TokenLogprob] | None = None  # include[]=logprobs: every text token, in order
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,16 @@ class TranscriptionJob:
     prompt: str | None = None
     temperature: float = 0.0
     timestamps: bool = False  # ask Whisper for timestamp tokens
+    logprobs: bool = False  # include[]=logprobs
+
+
+@dataclass(frozen=True)
+class Delta:
+    """One piece of a streamed transcript: its text, and the tokens that made it (with include[]=logprobs)."""
+
+    text: str
+    tokens: int  # text tokens in this delta (usage)
+    logprobs: list[TokenLogprob] | None = None
 
 
 @dataclass
@@ -210,6 +222,11 @@ class Transcriber:
             return None
         return Window(window.index, round(window.start + cut / rate, 3), samples)
 
+    def delta(self, text: str, tokens: list[int], logprobs: list[float], with_logprobs: bool) -> Delta:
+        pairs = [(t, lp) for t, lp in zip(tokens, logprobs, strict=False) if self.engine.vocab.is_text(t)]
+        lps = self.engine.token_logprobs([t for t, _ in pairs], [lp for _, lp in pairs]) if with_logprobs else None
+        return Delta(text, len(pairs), lps)
+
     async def run(self, job: TranscriptionJob, plan: Plan | None = None) -> Transcript:
         plan = plan or await self.plan(job)
         rate = self.settings.sampling_rate
@@ -251,18 +268,27 @@ class Transcriber:
                     )
                 )
         text = "".join(s.text for s in segments).strip()
+        logprobs = None
+        if job.logprobs:
+            pairs = [(t, lp) for *_, raw in decoded for r in raw for t, lp in zip(r.tokens, r.logprobs, strict=True)]
+            logprobs = self.engine.token_logprobs([t for t, _ in pairs], [lp for _, lp in pairs])
         return Transcript(
-            task=job.task, language=plan.language, duration=round(plan.duration, 3), text=text, segments=segments
+            task=job.task,
+            language=plan.language,
+            duration=round(plan.duration, 3),
+            text=text,
+            segments=segments,
+            logprobs=logprobs,
         )
 
-    async def stream(self, job: TranscriptionJob, plan: Plan) -> AsyncIterator[str]:
+    async def stream(self, job: TranscriptionJob, plan: Plan) -> AsyncIterator[Delta]:
         """Text deltas in order: window 0 token by token while later windows already run; a timed window that
         stopped early has its rest decoded (and streamed) before the next window's text."""
 
         async def produce(window: Window, queue: asyncio.Queue) -> None:
             try:
-                async for tokens in self.engine.generate_tokens(window.samples, plan.decoder_ids, job.temperature):
-                    queue.put_nowait(tokens)
+                async for step in self.engine.generate_steps(window.samples, plan.decoder_ids, job.temperature):
+                    queue.put_nowait(step)
             finally:
                 queue.put_nowait(None)
 
@@ -272,16 +298,16 @@ class Transcriber:
             emitted = ""
             for window, queue, task in list(zip(plan.windows, queues, tasks)):
                 for round_ in range(1 + MAX_REST_ROUNDS):
-                    prefix, tokens = emitted, []
+                    prefix, tokens, sent = emitted, [], 0
                     while (item := await queue.get()) is not None:
-                        tokens = item
+                        tokens, lps = item
                         text = self.engine.decode(tokens)
                         if text.endswith("\ufffd"):
                             continue  # a multi-byte character is not complete yet
                         full = (prefix + text) if prefix else text.lstrip()
                         if len(full) > len(emitted) and full.startswith(emitted):
-                            yield full[len(emitted) :]
-                            emitted = full
+                            yield self.delta(full[len(emitted) :], tokens[sent:], lps[sent:], job.logprobs)
+                            emitted, sent = full, len(tokens)
                     await task  # re-raise an engine error from this window
                     rest = self.rest(window, tokens, plan) if plan.timestamps and round_ < MAX_REST_ROUNDS else None
                     if rest is None:

@@ -10,9 +10,9 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 
 from ..audio.decode import AudioDecodeError
 from ..engine.vllm_engine import EngineError
-from ..formats.render import MEDIA_TYPES, RESPONSE_FORMATS, render
+from ..formats.render import MEDIA_TYPES, RESPONSE_FORMATS, render, stream_usage
 from ..languages import UnknownLanguage, normalize_language
-from ..transcriber import RequestError, TranscriptionJob, wants_timestamps
+from ..transcriber import Plan, RequestError, TranscriptionJob, wants_timestamps
 from .auth import require_api_key
 from .cancel import ClientDisconnected, unless_disconnected
 from .errors import APIError
@@ -35,7 +35,9 @@ def check_model(state: ServerState, model: str | None) -> None:
         )
 
 
-def check_options(response_format: str, temperature: float, granularities: list[str] | None) -> None:
+def check_options(
+    response_format: str, temperature: float, granularities: list[str] | None, include: list[str] | None = None
+) -> None:
     if response_format not in RESPONSE_FORMATS:
         raise APIError(
             400,
@@ -60,6 +62,11 @@ def check_options(response_format: str, temperature: float, granularities: list[
                 "timestamp_granularities",
                 "invalid_value",
             )
+    for item in include or []:
+        if item != "logprobs":
+            raise APIError(400, f"include[] may only hold logprobs; got {item!r}", "include", "invalid_value")
+        if response_format != "json":
+            raise APIError(400, "logprobs only works with response_format set to json", "include", "unsupported_value")
     if granularities and response_format != "verbose_json":
         raise APIError(
             400,
@@ -93,6 +100,7 @@ async def handle(
     temperature: float,
     granularities: list[str] | None = None,
     stream: bool = False,
+    include: list[str] | None = None,
 ) -> Response:
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise APIError(
@@ -102,7 +110,7 @@ async def handle(
             "invalid_content_type",
         )
     check_model(state, model)
-    check_options(response_format, temperature, granularities)
+    check_options(response_format, temperature, granularities, include)
     if file is None:
         raise APIError(
             400, "you must provide a file parameter (multipart/form-data upload)", "file", "missing_required_parameter"
@@ -124,6 +132,7 @@ async def handle(
         prompt=prompt or None,
         temperature=temperature,
         timestamps=wants_timestamps(state.settings.timestamps, response_format),
+        logprobs=bool(include),
     )
     transcriber = state.transcriber
     try:
@@ -131,7 +140,7 @@ async def handle(
             plan = await unless_disconnected(request, transcriber.plan(job))
             request.state.audio_seconds = plan.duration
             if stream:
-                return streaming_response(state, transcriber.stream(job, plan))
+                return streaming_response(state, transcriber.stream(job, plan), plan, job.logprobs)
             transcript = await unless_disconnected(request, transcriber.run(job, plan))
     except AudioDecodeError as exc:
         raise APIError(400, str(exc), "file", "invalid_audio") from None
@@ -148,7 +157,7 @@ async def handle(
     return PlainTextResponse(body, media_type=MEDIA_TYPES[response_format])
 
 
-def streaming_response(state: ServerState, deltas) -> StreamingResponse:
+def streaming_response(state: ServerState, deltas, plan: Plan, with_logprobs: bool = False) -> StreamingResponse:
     """transcript.text.delta events, then transcript.text.done; the stream then ends.
 
     The engine work happens while the body streams, after the handler's admission slot was given
@@ -157,12 +166,17 @@ def streaming_response(state: ServerState, deltas) -> StreamingResponse:
     """
 
     async def events():
-        text = ""
+        text, tokens, logprobs = "", 0, []
         async with state.admission.admit(refuse_when_full=False):
             try:
                 async for delta in deltas:
-                    text += delta
-                    yield sse({"type": "transcript.text.delta", "delta": delta})
+                    text += delta.text
+                    tokens += delta.tokens
+                    event = {"type": "transcript.text.delta", "delta": delta.text}
+                    if delta.logprobs is not None:
+                        logprobs += delta.logprobs
+                        event["logprobs"] = [lp.as_dict() for lp in delta.logprobs]
+                    yield sse(event)
             except EngineError as exc:
                 state.metrics.engine_errors.inc()
                 yield sse(
@@ -172,7 +186,10 @@ def streaming_response(state: ServerState, deltas) -> StreamingResponse:
                     }
                 )
                 return
-        yield sse({"type": "transcript.text.done", "text": text})
+        done = {"type": "transcript.text.done", "text": text, "usage": stream_usage(plan, tokens)}
+        if with_logprobs:
+            done["logprobs"] = [lp.as_dict() for lp in logprobs]
+        yield sse(done)
 
     return StreamingResponse(
         events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -205,6 +222,10 @@ async def transcriptions(
         list[str] | None, Form(alias="timestamp_granularities[]", description="segment (word is refused with 400)")
     ] = None,
     stream: StreamParam = False,
+    include: Annotated[
+        list[str] | None,
+        Form(alias="include[]", description="logprobs: each text token's log probability (json and stream only)"),
+    ] = None,
 ) -> Response:
     return await handle(
         request,
@@ -218,6 +239,7 @@ async def transcriptions(
         temperature=temperature,
         granularities=timestamp_granularities,
         stream=stream,
+        include=include,
     )
 
 

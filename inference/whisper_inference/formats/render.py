@@ -6,8 +6,9 @@ import math
 from dataclasses import asdict
 
 from ..languages import language_name
-from ..transcriber import Transcript
+from ..transcriber import Plan, Transcript
 
+ENCODER_POSITIONS_PER_SECOND = 50  # Whisper's encoder: 1500 positions for 30 s
 RESPONSE_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
 MEDIA_TYPES = {
     "json": "application/json",
@@ -30,8 +31,25 @@ def usage(t: Transcript) -> dict:
     return {"type": "duration", "seconds": math.ceil(t.duration)}  # OpenAI bills whole seconds, rounded up
 
 
+def stream_usage(plan: Plan, output_tokens: int) -> dict:
+    """transcript.text.done's usage, in tokens as OpenAI's event has it: the audio counts as Whisper's encoder
+    positions (50 a second), the text input as the decoder prompt, the output as the text tokens generated."""
+    audio = math.ceil(plan.duration * ENCODER_POSITIONS_PER_SECOND)
+    text = len(plan.decoder_ids)
+    return {
+        "type": "tokens",
+        "input_tokens": audio + text,
+        "output_tokens": output_tokens,
+        "total_tokens": audio + text + output_tokens,
+        "input_token_details": {"audio_tokens": audio, "text_tokens": text},
+    }
+
+
 def to_json(t: Transcript) -> dict:
-    return {"text": t.text, "usage": usage(t)}
+    body = {"text": t.text, "usage": usage(t)}
+    if t.logprobs is not None:
+        body["logprobs"] = [lp.as_dict() for lp in t.logprobs]
+    return body
 
 
 def to_verbose_json(t: Transcript) -> dict:
