@@ -79,7 +79,9 @@ def build_set(out: Path) -> list[Recording]:
     index = out / "words.json"
     if index.is_file():
         rows = json.loads(index.read_text())
-        return [Recording(r["name"], r["voice"], r["speed"], out / r["file"], [tuple(w) for w in r["words"]]) for r in rows]
+        return [
+            Recording(r["name"], r["voice"], r["speed"], out / r["file"], [tuple(w) for w in r["words"]]) for r in rows
+        ]
     recs = []
     for i, (voice, speed) in enumerate(VOICES):
         words = " ".join(SENTENCES[i % len(SENTENCES)] for _ in range(1)).split()
@@ -123,5 +125,9 @@ def score(truth: list[tuple[str, float, float]], words: list[dict], tolerance: f
         "midpoint_inside": inside / len(truth) if truth else 0.0,
         "median_start_error": float(np.median(starts)) if starts else float("inf"),
         "median_end_error": float(np.median(ends)) if ends else float("inf"),
-        "mean_signed_start_error": float(np.mean([words[j]["start"] - truth[i][1] for i, j in pairs])) if pairs else 0.0,
+        "mean_signed_start_error": float(np.mean([words[j]["start"] - truth[i][1] for i, j in pairs]))
+        if pairs
+        else 0.0,
+        "start_errors": starts,
+        "end_errors": ends,
     }

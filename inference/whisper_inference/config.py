@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     max_concurrent_requests: int = Field(8, ge=1, validation_alias="MAX_CONCURRENT_REQUESTS")
     max_queue: int = Field(32, ge=0, validation_alias="MAX_QUEUE")
     grace_period_seconds: float = Field(30.0, ge=0, validation_alias="GRACE_PERIOD_SECONDS")
+    # issue 11: word cues in srt/vtt (0: one cue per segment) and the chunking_strategy of requests that send none
+    subtitle_max_words: int = Field(0, ge=0, le=100, validation_alias="SUBTITLE_MAX_WORDS")
+    chunking_strategy: str = Field("", validation_alias="CHUNKING_STRATEGY")
 
     @field_validator("dtype", mode="before")
     @classmethod

@@ -14,7 +14,9 @@ from .audio.decode import decode_audio
 from .config import Settings
 from .engine.prompts import decoder_prompt
 from .engine.segments import RawSegment, decoded_until, split_segments
+from .engine.alignment import Aligner, align_words
 from .engine.token_logprobs import TokenLogprob
+from .engine.words import Word
 from .engine.vllm_engine import Generation, WhisperEngine
 
 # openai/whisper's defaults: a window whose first step says "no speech" this confidently and whose
@@ -63,6 +65,8 @@ class Transcript:
     text: str
     segments: list[Segment] = field(default_factory=list)
     logprobs: list[TokenLogprob] | None = None  # include[]=logprobs: every text token, in order
+    words: list[Word] | None = None  # timestamp_granularities[]=word
+    show_segments: bool = True  # verbose_json lists segments unless only words were asked for
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,8 @@ class TranscriptionJob:
     temperature: float = 0.0
     timestamps: bool = False  # ask Whisper for timestamp tokens
     logprobs: bool = False  # include[]=logprobs
+    words: bool = False  # align words (timestamp_granularities[]=word, or word cues in srt/vtt)
+    show_segments: bool = True
 
 
 @dataclass(frozen=True)
@@ -154,6 +160,8 @@ def is_silence(no_speech_prob: float | None, raw: list[RawSegment]) -> bool:
 class Transcriber:
     def __init__(self, engine: WhisperEngine, settings: Settings):
         self.engine, self.settings = engine, settings
+        # word timestamps: the same checkpoint in torch, loaded on the first request that asks for words
+        self.aligner = Aligner(settings.model_id)
 
     def decode(self, audio: bytes) -> tuple[np.ndarray, float]:
         samples = decode_audio(audio, self.settings.sampling_rate)
@@ -268,6 +276,13 @@ class Transcriber:
                     )
                 )
         text = "".join(s.text for s in segments).strip()
+        words = None
+        if job.words:
+            prefix = decoder_prompt(self.engine.vocab, language=plan.language, task=job.task, timestamps=False)
+            spans = [(w.samples, w.start, [t for r in raw for t in r.tokens]) for w, _, _, raw in decoded]
+            words = await asyncio.to_thread(
+                align_words, self.aligner, spans, prefix, self.engine.vocab.eot, self.engine.decode, plan.language, rate
+            )
         logprobs = None
         if job.logprobs:
             pairs = [(t, lp) for *_, raw in decoded for r in raw for t, lp in zip(r.tokens, r.logprobs, strict=True)]
@@ -279,6 +294,8 @@ class Transcriber:
             text=text,
             segments=segments,
             logprobs=logprobs,
+            words=words,
+            show_segments=job.show_segments,
         )
 
     async def stream(self, job: TranscriptionJob, plan: Plan) -> AsyncIterator[Delta]:

@@ -48,17 +48,10 @@ def check_options(
     if not 0.0 <= temperature <= 1.0:
         raise APIError(400, "temperature must be between 0 and 1", "temperature", "invalid_value")
     for g in granularities or []:
-        if g == "word":
+        if g not in ("segment", "word"):
             raise APIError(
                 400,
-                "timestamp_granularities[]=word is not supported by this server; use segment",
-                "timestamp_granularities",
-                "unsupported_value",
-            )
-        if g != "segment":
-            raise APIError(
-                400,
-                f"timestamp_granularities[] must be segment (or word); got {g!r}",
+                f"timestamp_granularities[] must be segment or word; got {g!r}",
                 "timestamp_granularities",
                 "invalid_value",
             )
@@ -101,6 +94,7 @@ async def handle(
     granularities: list[str] | None = None,
     stream: bool = False,
     include: list[str] | None = None,
+    max_words_per_cue: int | None = None,
 ) -> Response:
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise APIError(
@@ -111,6 +105,10 @@ async def handle(
         )
     check_model(state, model)
     check_options(response_format, temperature, granularities, include)
+    cue_words = state.settings.subtitle_max_words if max_words_per_cue is None else max_words_per_cue
+    if not 0 <= cue_words <= 100:
+        raise APIError(400, "max_words_per_cue must be between 0 and 100", "max_words_per_cue", "invalid_value")
+    cue_words = cue_words if response_format in ("srt", "vtt") else 0
     if file is None:
         raise APIError(
             400, "you must provide a file parameter (multipart/form-data upload)", "file", "missing_required_parameter"
@@ -133,6 +131,8 @@ async def handle(
         temperature=temperature,
         timestamps=wants_timestamps(state.settings.timestamps, response_format),
         logprobs=bool(include),
+        words="word" in (granularities or []) or cue_words > 0,
+        show_segments=not granularities or "segment" in granularities,
     )
     transcriber = state.transcriber
     try:
@@ -151,7 +151,7 @@ async def handle(
         raise APIError(500, str(exc), None, "engine_error") from None
     except ClientDisconnected:
         return Response(status_code=499)  # nobody is listening; the engine work was aborted
-    body = render(transcript, response_format)
+    body = render(transcript, response_format, cue_words)
     if isinstance(body, dict):
         return JSONResponse(body)
     return PlainTextResponse(body, media_type=MEDIA_TYPES[response_format])
@@ -219,12 +219,22 @@ async def transcriptions(
     response_format: FormatParam = "json",
     temperature: TemperatureParam = 0.0,
     timestamp_granularities: Annotated[
-        list[str] | None, Form(alias="timestamp_granularities[]", description="segment (word is refused with 400)")
+        list[str] | None,
+        Form(
+            alias="timestamp_granularities[]",
+            description="segment and/or word (verbose_json); word alone lists words without segments",
+        ),
     ] = None,
     stream: StreamParam = False,
     include: Annotated[
         list[str] | None,
         Form(alias="include[]", description="logprobs: each text token's log probability (json and stream only)"),
+    ] = None,
+    max_words_per_cue: Annotated[
+        int | None,
+        Form(
+            description="srt/vtt only (not an OpenAI field): cues of at most this many timed words; 0: one per segment"
+        ),
     ] = None,
 ) -> Response:
     return await handle(
@@ -240,6 +250,7 @@ async def transcriptions(
         granularities=timestamp_granularities,
         stream=stream,
         include=include,
+        max_words_per_cue=max_words_per_cue,
     )
 
 

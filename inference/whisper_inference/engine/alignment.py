@@ -12,10 +12,13 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .words import Word, ordered, window_words
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +110,7 @@ class AlignmentInput:
 class Aligner:
     """The alignment model, loaded on first use (a request that asks for words), one pass at a time."""
 
-    def __init__(self, model_id: str, device: str = "cpu"):
+    def __init__(self, model_id: str, device: str | None = None):
         self.model_id, self.device = model_id, device
         self._model = None
         self._features = None
@@ -119,10 +122,10 @@ class Aligner:
         import torch
         from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
 
+        if self.device is None:  # beside vLLM on its GPU when there is one
+            self.device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = torch.float16 if self.device.startswith("cuda") else torch.float32
-        model = WhisperForConditionalGeneration.from_pretrained(
-            self.model_id, attn_implementation="eager", dtype=dtype
-        )
+        model = WhisperForConditionalGeneration.from_pretrained(self.model_id, attn_implementation="eager", dtype=dtype)
         self._model = model.to(self.device).eval()
         cfg = model.config
         self._features = WhisperFeatureExtractor(feature_size=cfg.num_mel_bins)
@@ -160,3 +163,26 @@ class Aligner:
             rows = picked[b, :, first : first + len(x.text_tokens) + 1, :frames]
             result.append(token_boundaries(rows) if len(x.text_tokens) else np.zeros(1))
         return result
+
+
+MAX_BATCH = 8  # windows per alignment pass: bounds the attention tensors' memory on long uploads
+
+
+def align_words(
+    aligner: Aligner,
+    windows: list[tuple[np.ndarray, float, list[int]]],
+    prefix: list[int],
+    eot: int,
+    decode: Callable[[list[int]], str],
+    language: str,
+    rate: int,
+) -> list[Word]:
+    """Words of every decoded window (samples, start in the upload, text tokens), timed in the upload's seconds."""
+    todo = [w for w in windows if w[2]]
+    words: list[Word] = []
+    for i in range(0, len(todo), MAX_BATCH):
+        batch = todo[i : i + MAX_BATCH]
+        bounds = aligner.align([AlignmentInput(samples, prefix, tokens, eot) for samples, _, tokens in batch])
+        for (samples, start, tokens), b in zip(batch, bounds, strict=True):
+            words += window_words(tokens, b, decode, language, samples, rate, start)
+    return ordered(words)

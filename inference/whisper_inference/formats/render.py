@@ -7,6 +7,7 @@ from dataclasses import asdict
 
 from ..languages import language_name
 from ..transcriber import Plan, Transcript
+from .cues import word_cues
 
 ENCODER_POSITIONS_PER_SECOND = 50  # Whisper's encoder: 1500 positions for 30 s
 RESPONSE_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
@@ -53,7 +54,7 @@ def to_json(t: Transcript) -> dict:
 
 
 def to_verbose_json(t: Transcript) -> dict:
-    return {
+    body = {
         "task": t.task,
         "language": language_name(t.language),
         "duration": t.duration,
@@ -61,26 +62,38 @@ def to_verbose_json(t: Transcript) -> dict:
         "segments": [asdict(s) for s in t.segments],
         "usage": usage(t),
     }
+    if not t.show_segments:
+        del body["segments"]
+    if t.words is not None:
+        body["words"] = [w.as_dict() for w in t.words]
+    return body
 
 
 def to_text(t: Transcript) -> str:
     return t.text + "\n"
 
 
-def to_srt(t: Transcript) -> str:
+def cues(t: Transcript, max_words: int = 0) -> list[tuple[float, float, str]]:
+    """One cue per segment; with max_words (and the transcript's word timestamps), cues of at most that many words."""
+    if max_words and t.words is not None:
+        return word_cues(t.words, max_words)
+    return [(s.start, s.end, s.text.strip()) for s in t.segments]
+
+
+def to_srt(t: Transcript, max_words: int = 0) -> str:
     blocks = [
-        f"{i}\n{_clock(s.start, ',')} --> {_clock(s.end, ',')}\n{s.text.strip()}\n"
-        for i, s in enumerate(t.segments, start=1)
+        f"{i}\n{_clock(start, ',')} --> {_clock(end, ',')}\n{text}\n"
+        for i, (start, end, text) in enumerate(cues(t, max_words), start=1)
     ]
     return "\n".join(blocks)
 
 
-def to_vtt(t: Transcript) -> str:
-    blocks = [f"{_clock(s.start, '.')} --> {_clock(s.end, '.')}\n{s.text.strip()}\n" for s in t.segments]
+def to_vtt(t: Transcript, max_words: int = 0) -> str:
+    blocks = [f"{_clock(start, '.')} --> {_clock(end, '.')}\n{text}\n" for start, end, text in cues(t, max_words)]
     return "WEBVTT\n\n" + "\n".join(blocks)
 
 
-def render(t: Transcript, response_format: str) -> dict | str:
-    return {"json": to_json, "verbose_json": to_verbose_json, "text": to_text, "srt": to_srt, "vtt": to_vtt}[
-        response_format
-    ](t)
+def render(t: Transcript, response_format: str, max_words_per_cue: int = 0) -> dict | str:
+    if response_format in ("srt", "vtt"):
+        return (to_srt if response_format == "srt" else to_vtt)(t, max_words_per_cue)
+    return {"json": to_json, "verbose_json": to_verbose_json, "text": to_text}[response_format](t)
