@@ -97,9 +97,10 @@ def build_set(out: Path) -> list[Recording]:
 
 
 def score(truth: list[tuple[str, float, float]], words: list[dict], tolerance: float = 0.1) -> dict:
-    """Match predicted words to true words in order (by normalized text, a standard edit alignment) and measure:
-    the share of true words whose predicted midpoint lies inside [start - tolerance, end + tolerance], and the
-    median absolute start and end errors over matched words. Unmatched true words count as misses."""
+    """Pair predicted words with true words in order (an edit alignment of the normalized texts: equal words and
+    one-for-one substitutions pair up; words the model dropped or added do not) and measure over the pairs: the
+    share whose predicted midpoint lies inside [start - tolerance, end + tolerance], the median absolute start and
+    end errors. `matched` / `words` says how much of the set the measure covers (recognition, not timing)."""
     import re
     from difflib import SequenceMatcher
 
@@ -108,9 +109,10 @@ def score(truth: list[tuple[str, float, float]], words: list[dict], tolerance: f
 
     ref = [norm(w) for w, _, _ in truth]
     hyp = [norm(w["word"]) for w in words]
-    pairs = []
-    for block in SequenceMatcher(a=ref, b=hyp, autojunk=False).get_matching_blocks():
-        pairs += [(block.a + k, block.b + k) for k in range(block.size)]
+    pairs = []  # equal words, and substitutions of as many words for as many (a misheard word is still timed)
+    for op, a0, a1, b0, b1 in SequenceMatcher(a=ref, b=hyp, autojunk=False).get_opcodes():
+        if op == "equal" or (op == "replace" and a1 - a0 == b1 - b0):
+            pairs += [(a0 + k, b0 + k) for k in range(a1 - a0)]
     inside, starts, ends = 0, [], []
     for i, j in pairs:
         _, ts, te = truth[i]
@@ -122,7 +124,7 @@ def score(truth: list[tuple[str, float, float]], words: list[dict], tolerance: f
     return {
         "words": len(truth),
         "matched": len(pairs),
-        "midpoint_inside": inside / len(truth) if truth else 0.0,
+        "midpoint_inside": inside / len(pairs) if pairs else 0.0,
         "median_start_error": float(np.median(starts)) if starts else float("inf"),
         "median_end_error": float(np.median(ends)) if ends else float("inf"),
         "mean_signed_start_error": float(np.mean([words[j]["start"] - truth[i][1] for i, j in pairs]))

@@ -11,6 +11,7 @@ import numpy as np
 
 from .audio.windows import Window, is_quiet, speech_level, split_windows
 from .audio.decode import decode_audio
+from .audio.vad import SileroVad, VadOptions, find_speech, speech_windows
 from .config import Settings
 from .engine.prompts import decoder_prompt
 from .engine.segments import RawSegment, decoded_until, split_segments
@@ -80,6 +81,7 @@ class TranscriptionJob:
     logprobs: bool = False  # include[]=logprobs
     words: bool = False  # align words (timestamp_granularities[]=word, or word cues in srt/vtt)
     show_segments: bool = True
+    vad: VadOptions | None = None  # chunking_strategy: windows from speech regions, silence skipped
 
 
 @dataclass(frozen=True)
@@ -162,6 +164,7 @@ class Transcriber:
         self.engine, self.settings = engine, settings
         # word timestamps: the same checkpoint in torch, loaded on the first request that asks for words
         self.aligner = Aligner(settings.model_id)
+        self.vad = SileroVad()
 
     def decode(self, audio: bytes) -> tuple[np.ndarray, float]:
         samples = decode_audio(audio, self.settings.sampling_rate)
@@ -193,12 +196,20 @@ class Transcriber:
     async def plan(self, job: TranscriptionJob) -> Plan:
         samples, duration = self.decode(job.audio)
         rate = self.settings.sampling_rate
-        windows = split_windows(samples, rate, self.settings.window_seconds, SPLIT_SEARCH_SECONDS)
-        language = await self.language_for(job, windows[0])
+        windows = await self.windows(samples, job.vad)
+        # no speech found (VAD): nothing will be decoded, the language only shapes the (unused) prompt
+        language = await self.language_for(job, windows[0] if windows else Window(0, 0.0, samples[: 30 * rate]))
         previous = self.engine.encode_text(job.prompt) if job.prompt else None
         timed = timed_decoding(self.settings.timestamps, job.timestamps, len(windows))
         ids = decoder_prompt(self.engine.vocab, language=language, task=job.task, timestamps=timed, previous=previous)
         return Plan(duration, windows, language, ids, timed, speech_level(samples, rate))
+
+    async def windows(self, samples: np.ndarray, vad: VadOptions | None) -> list[Window]:
+        rate, size = self.settings.sampling_rate, self.settings.window_seconds
+        if vad is None:
+            return split_windows(samples, rate, size, SPLIT_SEARCH_SECONDS)
+        regions = await asyncio.to_thread(find_speech, self.vad, samples, rate, vad)
+        return speech_windows(samples, rate, regions, size, SPLIT_SEARCH_SECONDS)
 
     async def generate(self, window: Window, plan: Plan, temperature: float) -> tuple[Generation, float]:
         """One window; at temperature 0, fall back to hotter decoding while the output looks broken.

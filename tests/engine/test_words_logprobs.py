@@ -164,12 +164,14 @@ def test_word_timing_accuracy_on_known_boundaries(tiny_server, word_set, tmp_pat
         starts += s.pop("start_errors")
         ends += s.pop("end_errors")
         rows.append({"recording": rec.name, "voice": rec.voice, "speed": rec.speed, **s})
-        all_words += s["words"]
-        inside += s["midpoint_inside"] * s["words"]
+        all_words += s["matched"]
+        inside += s["midpoint_inside"] * s["matched"]
     total = {"midpoint_inside": inside / all_words, "median_start": median(starts), "median_end": median(ends)}
+    total["paired_share"] = all_words / sum(r["words"] for r in rows)
     out = Path(tmp_path_factory.getbasetemp()) / "word-timing-accuracy.json"
     out.write_text(json.dumps({"recordings": rows, "total": total}, indent=1))
     print("\n" + "\n".join(json.dumps(r) for r in [*rows, total]))
+    assert total["paired_share"] >= 0.8, rows  # the measure covers most of the set
     assert total["midpoint_inside"] >= 0.9, rows
     assert total["median_end"] <= 0.12, rows
     assert total["median_start"] <= 0.2, rows

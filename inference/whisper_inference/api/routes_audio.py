@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
 from ..audio.decode import AudioDecodeError
+from ..audio.vad import chunking_options, form_chunking
 from ..engine.vllm_engine import EngineError
 from ..formats.render import MEDIA_TYPES, RESPONSE_FORMATS, render, stream_usage
 from ..languages import UnknownLanguage, normalize_language
@@ -95,6 +96,7 @@ async def handle(
     stream: bool = False,
     include: list[str] | None = None,
     max_words_per_cue: int | None = None,
+    chunking: object = None,
 ) -> Response:
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise APIError(
@@ -109,6 +111,10 @@ async def handle(
     if not 0 <= cue_words <= 100:
         raise APIError(400, "max_words_per_cue must be between 0 and 100", "max_words_per_cue", "invalid_value")
     cue_words = cue_words if response_format in ("srt", "vtt") else 0
+    try:
+        vad = state.settings.default_vad if chunking is None else chunking_options(chunking)
+    except ValueError as exc:
+        raise APIError(400, f"chunking_strategy {exc}", "chunking_strategy", "invalid_value") from None
     if file is None:
         raise APIError(
             400, "you must provide a file parameter (multipart/form-data upload)", "file", "missing_required_parameter"
@@ -133,6 +139,7 @@ async def handle(
         logprobs=bool(include),
         words="word" in (granularities or []) or cue_words > 0,
         show_segments=not granularities or "segment" in granularities,
+        vad=vad,
     )
     transcriber = state.transcriber
     try:
@@ -236,6 +243,14 @@ async def transcriptions(
             description="srt/vtt only (not an OpenAI field): cues of at most this many timed words; 0: one per segment"
         ),
     ] = None,
+    chunking_strategy: Annotated[
+        str | None,
+        Form(
+            description='"auto" or a server_vad object (as JSON, or as chunking_strategy[type]=server_vad, '
+            "chunking_strategy[threshold], [prefix_padding_ms], [silence_duration_ms] fields): windows from speech "
+            "found by Silero VAD, silence skipped; unset: CHUNKING_STRATEGY, else fixed windows"
+        ),
+    ] = None,
 ) -> Response:
     return await handle(
         request,
@@ -251,6 +266,7 @@ async def transcriptions(
         stream=stream,
         include=include,
         max_words_per_cue=max_words_per_cue,
+        chunking=form_chunking(await request.form()) if chunking_strategy is None else chunking_strategy,
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -185,10 +186,22 @@ def chunking_options(value: object) -> VadOptions | None:
     return VadOptions(threshold, prefix, silence)
 
 
-def form_chunking(form: dict[str, str]) -> object:
+def form_chunking(form: Mapping[str, object]) -> object:
     """chunking_strategy as a multipart form carries it: one field ("auto", or the object as JSON), or the
     object's fields in brackets as the official SDKs send it (chunking_strategy[type]=server_vad, ...)."""
     nested = {k[len("chunking_strategy[") : -1]: v for k, v in form.items() if k.startswith("chunking_strategy[")}
     if nested:
-        return {k: v for k, v in nested.items()}
+        return nested
     return form.get("chunking_strategy")
+
+
+def find_speech(vad: SileroVad, samples: np.ndarray, rate: int, opts: VadOptions) -> list[tuple[int, int]]:
+    """Speech regions as sample ranges of `samples` (at `rate`; the model listens at 16 kHz)."""
+    if rate == VAD_RATE:
+        return speech_regions(vad.probabilities(samples), len(samples), opts)
+    from scipy.signal import resample_poly
+
+    at16k = resample_poly(samples, VAD_RATE, rate).astype(np.float32)
+    regions = speech_regions(vad.probabilities(at16k), len(at16k), opts)
+    scale = rate / VAD_RATE
+    return [(int(a * scale), min(len(samples), int(b * scale))) for a, b in regions]
