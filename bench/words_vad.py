@@ -41,6 +41,28 @@ def with_pauses(fixtures: Path, seconds: float = 150.0, seed: int = 3) -> tuple[
     return buf.getvalue(), len(samples) / RATE, " ".join(texts)
 
 
+def non_speech(kind: str, seconds: float = 30.0) -> bytes:
+    """Synthesized inputs with no speech: silence, low and louder noise, a tune of sustained tones."""
+    import io
+
+    rng = np.random.default_rng(11)
+    t = np.arange(int(seconds * RATE)) / RATE
+    if kind == "silence":
+        x = np.zeros(len(t))
+    elif kind.startswith("noise"):
+        x = float(kind.split("-")[1]) * rng.standard_normal(len(t))
+    else:
+        notes = rng.choice([220.0, 261.6, 329.6, 392.0, 440.0], size=int(seconds * 2) + 1)
+        f = notes[(t * 2).astype(int)]
+        x = 0.2 * (np.sin(2 * np.pi * f * t) + 0.5 * np.sin(2 * np.pi * 1.5 * f * t))
+    buf = io.BytesIO()
+    sf.write(buf, x.astype(np.float32), RATE, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+NON_SPEECH = ["silence", "noise-0.003", "noise-0.03", "tones"]
+
+
 def bench_words_vad(model_path: str, audio: dict, fixtures: Path, wer) -> dict:
     sys.path[:0] = [str(ROOT / "inference")]
     from whisper_inference.audio.vad import VadOptions
@@ -88,6 +110,12 @@ def bench_words_vad(model_path: str, audio: dict, fixtures: Path, wer) -> dict:
                     "wer": seg_wer,
                 }
                 print(f"  words {label:7s} segment {seg:7.2f}s  word {word:7.2f}s  (+{100 * (word / seg - 1):.0f}%)")
+            for kind in NON_SPEECH:
+                data = non_speech(kind)
+                off = await t.run(TranscriptionJob(data, language="en", timestamps=True))
+                on = await t.run(TranscriptionJob(data, language="en", timestamps=True, vad=VadOptions()))
+                results[f"non-speech {kind}"] = {"off_text": off.text, "on_text": on.text}
+                print(f"  non-speech {kind:12s} off {off.text!r}  on {on.text!r}")
             for label, items in (("paused", [("paused", *paused)]), ("long", audio["long"])):
                 off, off_wer = await timed(items, 1)
                 on, on_wer = await timed(items, 1, vad=VadOptions())
@@ -132,4 +160,14 @@ def words_vad_table(r: dict) -> str:
             f"| {key.split()[1]} | {x['audio_s']:.0f} | {x['off_s']:.2f} | {x['on_s']:.2f} | "
             f"{x['on_s'] / x['off_s']:.2f}x | {x['off_wer']:.3f} | {x['on_wer']:.3f} |"
         )
+    rows += [
+        "",
+        "30 s of non-speech, text with VAD off / on:",
+        "",
+        "| input | VAD off | VAD on |",
+        "| --- | --- | --- |",
+    ]
+    for kind in NON_SPEECH:
+        x = r[f"non-speech {kind}"]
+        rows.append(f"| {kind} | {x['off_text']!r} | {x['on_text']!r} |")
     return "\n".join(rows)
