@@ -34,7 +34,7 @@ class TokenLogprob:
     logprob: float
     bytes: list[int]
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, object]:
         return {"token": self.token, "logprob": self.logprob, "bytes": self.bytes}
 
 

@@ -38,7 +38,7 @@ class Word:
     start: float
     end: float
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, object]:
         return {"word": self.word, "start": self.start, "end": self.end}
 
 
