@@ -26,7 +26,7 @@ def wav(samples: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def non_speech(kind: str, seconds: float = 10.0) -> np.ndarray:
+def non_speech(kind: str, seconds: float = 30.0) -> np.ndarray:
     rng = np.random.default_rng(7)
     t = np.arange(int(seconds * RATE)) / RATE
     if kind == "silence":
@@ -48,13 +48,15 @@ def post(server, audio: bytes, **data):
 
 
 @pytest.mark.parametrize("kind", ["silence", "noise", "tones"])
-def test_non_speech_gives_no_text_with_vad(tiny_server, kind, tmp_path_factory):
+def test_non_speech_gives_no_text_with_vad(base_server, kind, tmp_path_factory):
+    """30 s of silence, low noise (-50 dBFS), a tune: no text with VAD. Without VAD, base hallucinates on the
+    noise and the tune ("I'm going to go to the next room." 14 times; measured, reported by make bench)."""
     audio = wav(non_speech(kind))
-    on = post(tiny_server, audio, chunking_strategy="auto")
+    on = post(base_server, audio, chunking_strategy="auto", language="en")
     assert on.status_code == 200, on.text
     assert on.json()["text"] == "" and on.json()["segments"] == []
-    # what the server does without VAD (reported, not asserted: Whisper's own no-speech check may or may not hold)
-    off = post(tiny_server, audio).json()
+    # what the server does without VAD (reported, not asserted: it depends on the model and the input)
+    off = post(base_server, audio, language="en").json()
     record = {"input": kind, "vad_off_text": off["text"], "vad_off_segments": len(off["segments"])}
     (Path(tmp_path_factory.getbasetemp()) / f"vad-{kind}.json").write_text(json.dumps(record))
     print("\n" + json.dumps(record))
