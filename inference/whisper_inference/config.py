@@ -72,6 +72,7 @@ class Settings(BaseSettings):
     # issue 11: word cues in srt/vtt (0: one cue per segment) and the chunking_strategy of requests that send none
     subtitle_max_words: int = Field(0, ge=0, le=100, validation_alias="SUBTITLE_MAX_WORDS")
     chunking_strategy: str = Field("", validation_alias="CHUNKING_STRATEGY")
+    alignment_device: Literal["auto", "cpu", "cuda"] = Field("auto", validation_alias="WORD_ALIGNMENT_DEVICE")
 
     @field_validator("chunking_strategy")
     @classmethod

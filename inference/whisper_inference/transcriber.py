@@ -163,7 +163,8 @@ class Transcriber:
     def __init__(self, engine: WhisperEngine, settings: Settings):
         self.engine, self.settings = engine, settings
         # word timestamps: the same checkpoint in torch, loaded on the first request that asks for words
-        self.aligner = Aligner(settings.model_id)
+        device = None if settings.alignment_device == "auto" else settings.alignment_device
+        self.aligner = Aligner(settings.model_id, device)
         self.vad = SileroVad()
 
     def decode(self, audio: bytes) -> tuple[np.ndarray, float]:

@@ -147,15 +147,28 @@ class Aligner:
             width = max(len(s) for s in seqs)
             ids = torch.tensor([s + [s[-1]] * (width - len(s)) for s in seqs])  # right padding: causal, harmless
             dtype = next(model.parameters()).dtype
-            with torch.inference_mode():
-                out = model(
-                    input_features=mel.to(self.device, dtype),
-                    decoder_input_ids=ids.to(self.device),
-                    output_attentions=True,
-                    use_cache=False,
+            # Only the alignment heads' cross-attention is kept, taken by hooks as each layer runs: asking the model
+            # for output_attentions would hold every layer's [batch, heads, tokens, 1500] weights at once (GBs for
+            # large-v3). The decoder runs without the LM head: no logits are needed.
+            layers = sorted({layer for layer, _ in self.heads})
+            captured: dict[int, torch.Tensor] = {}
+            decoder = model.model.decoder
+            hooks = [
+                decoder.layers[layer].encoder_attn.register_forward_hook(
+                    lambda _m, _i, out, layer=layer: captured.__setitem__(
+                        layer, out[1][:, [h for ly, h in self.heads if ly == layer]].float()
+                    )
                 )
-            cross = out.cross_attentions  # per layer: [batch, heads, target, source]
-            picked = torch.stack([cross[layer][:, h] for layer, h in self.heads], dim=1).float().cpu().numpy()
+                for layer in layers
+            ]
+            try:
+                with torch.inference_mode():
+                    audio = model.model.encoder(mel.to(self.device, dtype)).last_hidden_state
+                    decoder(input_ids=ids.to(self.device), encoder_hidden_states=audio, use_cache=False)
+            finally:
+                for hook in hooks:
+                    hook.remove()
+            picked = torch.cat([captured[layer] for layer in layers], dim=1).cpu().numpy()
         result = []
         for b, x in enumerate(inputs):
             frames = max(1, min(picked.shape[-1], int(np.ceil(len(x.samples) / SAMPLES_PER_FRAME))))
