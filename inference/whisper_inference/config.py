@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from .audio.vad import VadOptions
 
 DTYPE_ALIASES = {
     "auto": "auto",
@@ -66,6 +69,25 @@ class Settings(BaseSettings):
     max_concurrent_requests: int = Field(8, ge=1, validation_alias="MAX_CONCURRENT_REQUESTS")
     max_queue: int = Field(32, ge=0, validation_alias="MAX_QUEUE")
     grace_period_seconds: float = Field(30.0, ge=0, validation_alias="GRACE_PERIOD_SECONDS")
+    # issue 11: word cues in srt/vtt (0: one cue per segment) and the chunking_strategy of requests that send none
+    subtitle_max_words: int = Field(0, ge=0, le=100, validation_alias="SUBTITLE_MAX_WORDS")
+    chunking_strategy: str = Field("", validation_alias="CHUNKING_STRATEGY")
+    alignment_device: Literal["auto", "cpu", "cuda"] = Field("auto", validation_alias="WORD_ALIGNMENT_DEVICE")
+
+    @field_validator("chunking_strategy")
+    @classmethod
+    def _chunking(cls, v: str) -> str:
+        from .audio.vad import chunking_options
+
+        chunking_options(v)  # raises ValueError naming the problem
+        return v.strip()
+
+    @property
+    def default_vad(self) -> VadOptions | None:
+        """VAD options for requests that send no chunking_strategy (CHUNKING_STRATEGY)."""
+        from .audio.vad import chunking_options
+
+        return chunking_options(self.chunking_strategy)
 
     @field_validator("dtype", mode="before")
     @classmethod

@@ -11,9 +11,13 @@ import numpy as np
 
 from .audio.windows import Window, is_quiet, speech_level, split_windows
 from .audio.decode import decode_audio
+from .audio.vad import SileroVad, VadOptions, find_speech, speech_windows
 from .config import Settings
 from .engine.prompts import decoder_prompt
 from .engine.segments import RawSegment, decoded_until, split_segments
+from .engine.alignment import Aligner, align_words
+from .engine.token_logprobs import TokenLogprob
+from .engine.words import Word
 from .engine.vllm_engine import Generation, WhisperEngine
 
 # openai/whisper's defaults: a window whose first step says "no speech" this confidently and whose
@@ -61,6 +65,9 @@ class Transcript:
     duration: float
     text: str
     segments: list[Segment] = field(default_factory=list)
+    logprobs: list[TokenLogprob] | None = None  # include[]=logprobs: every text token, in order
+    words: list[Word] | None = None  # timestamp_granularities[]=word
+    show_segments: bool = True  # verbose_json lists segments unless only words were asked for
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,19 @@ class TranscriptionJob:
     prompt: str | None = None
     temperature: float = 0.0
     timestamps: bool = False  # ask Whisper for timestamp tokens
+    logprobs: bool = False  # include[]=logprobs
+    words: bool = False  # align words (timestamp_granularities[]=word, or word cues in srt/vtt)
+    show_segments: bool = True
+    vad: VadOptions | None = None  # chunking_strategy: windows from speech regions, silence skipped
+
+
+@dataclass(frozen=True)
+class Delta:
+    """One piece of a streamed transcript: its text, and the tokens that made it (with include[]=logprobs)."""
+
+    text: str
+    tokens: int  # text tokens in this delta (usage)
+    logprobs: list[TokenLogprob] | None = None
 
 
 @dataclass
@@ -142,6 +162,10 @@ def is_silence(no_speech_prob: float | None, raw: list[RawSegment]) -> bool:
 class Transcriber:
     def __init__(self, engine: WhisperEngine, settings: Settings):
         self.engine, self.settings = engine, settings
+        # word timestamps: the same checkpoint in torch, loaded on the first request that asks for words
+        device = None if settings.alignment_device == "auto" else settings.alignment_device
+        self.aligner = Aligner(settings.model_id, device)
+        self.vad = SileroVad()
 
     def decode(self, audio: bytes) -> tuple[np.ndarray, float]:
         samples = decode_audio(audio, self.settings.sampling_rate)
@@ -173,12 +197,20 @@ class Transcriber:
     async def plan(self, job: TranscriptionJob) -> Plan:
         samples, duration = self.decode(job.audio)
         rate = self.settings.sampling_rate
-        windows = split_windows(samples, rate, self.settings.window_seconds, SPLIT_SEARCH_SECONDS)
-        language = await self.language_for(job, windows[0])
+        windows = await self.windows(samples, job.vad)
+        # no speech found (VAD): nothing will be decoded, the language only shapes the (unused) prompt
+        language = await self.language_for(job, windows[0] if windows else Window(0, 0.0, samples[: 30 * rate]))
         previous = self.engine.encode_text(job.prompt) if job.prompt else None
         timed = timed_decoding(self.settings.timestamps, job.timestamps, len(windows))
         ids = decoder_prompt(self.engine.vocab, language=language, task=job.task, timestamps=timed, previous=previous)
         return Plan(duration, windows, language, ids, timed, speech_level(samples, rate))
+
+    async def windows(self, samples: np.ndarray, vad: VadOptions | None) -> list[Window]:
+        rate, size = self.settings.sampling_rate, self.settings.window_seconds
+        if vad is None:
+            return split_windows(samples, rate, size, SPLIT_SEARCH_SECONDS)
+        regions = await asyncio.to_thread(find_speech, self.vad, samples, rate, vad)
+        return speech_windows(samples, rate, regions, size, SPLIT_SEARCH_SECONDS)
 
     async def generate(self, window: Window, plan: Plan, temperature: float) -> tuple[Generation, float]:
         """One window; at temperature 0, fall back to hotter decoding while the output looks broken.
@@ -209,6 +241,11 @@ class Transcriber:
         if len(samples) < MIN_REST_SECONDS * rate or is_quiet(samples, rate, plan.speech_level):
             return None
         return Window(window.index, round(window.start + cut / rate, 3), samples)
+
+    def delta(self, text: str, tokens: list[int], logprobs: list[float], with_logprobs: bool) -> Delta:
+        pairs = [(t, lp) for t, lp in zip(tokens, logprobs, strict=False) if self.engine.vocab.is_text(t)]
+        lps = self.engine.token_logprobs([t for t, _ in pairs], [lp for _, lp in pairs]) if with_logprobs else None
+        return Delta(text, len(pairs), lps)
 
     async def run(self, job: TranscriptionJob, plan: Plan | None = None) -> Transcript:
         plan = plan or await self.plan(job)
@@ -251,18 +288,36 @@ class Transcriber:
                     )
                 )
         text = "".join(s.text for s in segments).strip()
+        words = None
+        if job.words:
+            prefix = decoder_prompt(self.engine.vocab, language=plan.language, task=job.task, timestamps=False)
+            spans = [(w.samples, w.start, [t for r in raw for t in r.tokens]) for w, _, _, raw in decoded]
+            words = await asyncio.to_thread(
+                align_words, self.aligner, spans, prefix, self.engine.vocab.eot, self.engine.decode, plan.language, rate
+            )
+        logprobs = None
+        if job.logprobs:
+            pairs = [(t, lp) for *_, raw in decoded for r in raw for t, lp in zip(r.tokens, r.logprobs, strict=True)]
+            logprobs = self.engine.token_logprobs([t for t, _ in pairs], [lp for _, lp in pairs])
         return Transcript(
-            task=job.task, language=plan.language, duration=round(plan.duration, 3), text=text, segments=segments
+            task=job.task,
+            language=plan.language,
+            duration=round(plan.duration, 3),
+            text=text,
+            segments=segments,
+            logprobs=logprobs,
+            words=words,
+            show_segments=job.show_segments,
         )
 
-    async def stream(self, job: TranscriptionJob, plan: Plan) -> AsyncIterator[str]:
+    async def stream(self, job: TranscriptionJob, plan: Plan) -> AsyncIterator[Delta]:
         """Text deltas in order: window 0 token by token while later windows already run; a timed window that
         stopped early has its rest decoded (and streamed) before the next window's text."""
 
         async def produce(window: Window, queue: asyncio.Queue) -> None:
             try:
-                async for tokens in self.engine.generate_tokens(window.samples, plan.decoder_ids, job.temperature):
-                    queue.put_nowait(tokens)
+                async for step in self.engine.generate_steps(window.samples, plan.decoder_ids, job.temperature):
+                    queue.put_nowait(step)
             finally:
                 queue.put_nowait(None)
 
@@ -272,16 +327,16 @@ class Transcriber:
             emitted = ""
             for window, queue, task in list(zip(plan.windows, queues, tasks)):
                 for round_ in range(1 + MAX_REST_ROUNDS):
-                    prefix, tokens = emitted, []
+                    prefix, tokens, sent = emitted, [], 0
                     while (item := await queue.get()) is not None:
-                        tokens = item
+                        tokens, lps = item
                         text = self.engine.decode(tokens)
                         if text.endswith("\ufffd"):
                             continue  # a multi-byte character is not complete yet
                         full = (prefix + text) if prefix else text.lstrip()
                         if len(full) > len(emitted) and full.startswith(emitted):
-                            yield full[len(emitted) :]
-                            emitted = full
+                            yield self.delta(full[len(emitted) :], tokens[sent:], lps[sent:], job.logprobs)
+                            emitted, sent = full, len(tokens)
                     await task  # re-raise an engine error from this window
                     rest = self.rest(window, tokens, plan) if plan.timestamps and round_ < MAX_REST_ROUNDS else None
                     if rest is None:

@@ -9,10 +9,11 @@ from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
 from ..audio.decode import AudioDecodeError
+from ..audio.vad import chunking_options, form_chunking
 from ..engine.vllm_engine import EngineError
-from ..formats.render import MEDIA_TYPES, RESPONSE_FORMATS, render
+from ..formats.render import MEDIA_TYPES, RESPONSE_FORMATS, render, stream_usage
 from ..languages import UnknownLanguage, normalize_language
-from ..transcriber import RequestError, TranscriptionJob, wants_timestamps
+from ..transcriber import Plan, RequestError, TranscriptionJob, wants_timestamps
 from .auth import require_api_key
 from .cancel import ClientDisconnected, unless_disconnected
 from .errors import APIError
@@ -35,7 +36,9 @@ def check_model(state: ServerState, model: str | None) -> None:
         )
 
 
-def check_options(response_format: str, temperature: float, granularities: list[str] | None) -> None:
+def check_options(
+    response_format: str, temperature: float, granularities: list[str] | None, include: list[str] | None = None
+) -> None:
     if response_format not in RESPONSE_FORMATS:
         raise APIError(
             400,
@@ -46,20 +49,18 @@ def check_options(response_format: str, temperature: float, granularities: list[
     if not 0.0 <= temperature <= 1.0:
         raise APIError(400, "temperature must be between 0 and 1", "temperature", "invalid_value")
     for g in granularities or []:
-        if g == "word":
+        if g not in ("segment", "word"):
             raise APIError(
                 400,
-                "timestamp_granularities[]=word is not supported by this server; use segment",
-                "timestamp_granularities",
-                "unsupported_value",
-            )
-        if g != "segment":
-            raise APIError(
-                400,
-                f"timestamp_granularities[] must be segment (or word); got {g!r}",
+                f"timestamp_granularities[] must be segment or word; got {g!r}",
                 "timestamp_granularities",
                 "invalid_value",
             )
+    for item in include or []:
+        if item != "logprobs":
+            raise APIError(400, f"include[] may only hold logprobs; got {item!r}", "include", "invalid_value")
+        if response_format != "json":
+            raise APIError(400, "logprobs only works with response_format set to json", "include", "unsupported_value")
     if granularities and response_format != "verbose_json":
         raise APIError(
             400,
@@ -93,6 +94,9 @@ async def handle(
     temperature: float,
     granularities: list[str] | None = None,
     stream: bool = False,
+    include: list[str] | None = None,
+    max_words_per_cue: int | None = None,
+    chunking: object = None,
 ) -> Response:
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise APIError(
@@ -102,7 +106,15 @@ async def handle(
             "invalid_content_type",
         )
     check_model(state, model)
-    check_options(response_format, temperature, granularities)
+    check_options(response_format, temperature, granularities, include)
+    cue_words = state.settings.subtitle_max_words if max_words_per_cue is None else max_words_per_cue
+    if not 0 <= cue_words <= 100:
+        raise APIError(400, "max_words_per_cue must be between 0 and 100", "max_words_per_cue", "invalid_value")
+    cue_words = cue_words if response_format in ("srt", "vtt") else 0
+    try:
+        vad = state.settings.default_vad if chunking is None else chunking_options(chunking)
+    except ValueError as exc:
+        raise APIError(400, f"chunking_strategy {exc}", "chunking_strategy", "invalid_value") from None
     if file is None:
         raise APIError(
             400, "you must provide a file parameter (multipart/form-data upload)", "file", "missing_required_parameter"
@@ -124,6 +136,10 @@ async def handle(
         prompt=prompt or None,
         temperature=temperature,
         timestamps=wants_timestamps(state.settings.timestamps, response_format),
+        logprobs=bool(include),
+        words="word" in (granularities or []) or cue_words > 0,
+        show_segments=not granularities or "segment" in granularities,
+        vad=vad,
     )
     transcriber = state.transcriber
     try:
@@ -131,7 +147,7 @@ async def handle(
             plan = await unless_disconnected(request, transcriber.plan(job))
             request.state.audio_seconds = plan.duration
             if stream:
-                return streaming_response(state, transcriber.stream(job, plan))
+                return streaming_response(state, transcriber.stream(job, plan), plan, job.logprobs)
             transcript = await unless_disconnected(request, transcriber.run(job, plan))
     except AudioDecodeError as exc:
         raise APIError(400, str(exc), "file", "invalid_audio") from None
@@ -142,13 +158,13 @@ async def handle(
         raise APIError(500, str(exc), None, "engine_error") from None
     except ClientDisconnected:
         return Response(status_code=499)  # nobody is listening; the engine work was aborted
-    body = render(transcript, response_format)
+    body = render(transcript, response_format, cue_words)
     if isinstance(body, dict):
         return JSONResponse(body)
     return PlainTextResponse(body, media_type=MEDIA_TYPES[response_format])
 
 
-def streaming_response(state: ServerState, deltas) -> StreamingResponse:
+def streaming_response(state: ServerState, deltas, plan: Plan, with_logprobs: bool = False) -> StreamingResponse:
     """transcript.text.delta events, then transcript.text.done; the stream then ends.
 
     The engine work happens while the body streams, after the handler's admission slot was given
@@ -157,12 +173,17 @@ def streaming_response(state: ServerState, deltas) -> StreamingResponse:
     """
 
     async def events():
-        text = ""
+        text, tokens, logprobs = "", 0, []
         async with state.admission.admit(refuse_when_full=False):
             try:
                 async for delta in deltas:
-                    text += delta
-                    yield sse({"type": "transcript.text.delta", "delta": delta})
+                    text += delta.text
+                    tokens += delta.tokens
+                    event = {"type": "transcript.text.delta", "delta": delta.text}
+                    if delta.logprobs is not None:
+                        logprobs += delta.logprobs
+                        event["logprobs"] = [lp.as_dict() for lp in delta.logprobs]
+                    yield sse(event)
             except EngineError as exc:
                 state.metrics.engine_errors.inc()
                 yield sse(
@@ -172,7 +193,10 @@ def streaming_response(state: ServerState, deltas) -> StreamingResponse:
                     }
                 )
                 return
-        yield sse({"type": "transcript.text.done", "text": text})
+        done = {"type": "transcript.text.done", "text": text, "usage": stream_usage(plan, tokens)}
+        if with_logprobs:
+            done["logprobs"] = [lp.as_dict() for lp in logprobs]
+        yield sse(done)
 
     return StreamingResponse(
         events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -202,9 +226,31 @@ async def transcriptions(
     response_format: FormatParam = "json",
     temperature: TemperatureParam = 0.0,
     timestamp_granularities: Annotated[
-        list[str] | None, Form(alias="timestamp_granularities[]", description="segment (word is refused with 400)")
+        list[str] | None,
+        Form(
+            alias="timestamp_granularities[]",
+            description="segment and/or word (verbose_json); word alone lists words without segments",
+        ),
     ] = None,
     stream: StreamParam = False,
+    include: Annotated[
+        list[str] | None,
+        Form(alias="include[]", description="logprobs: each text token's log probability (json and stream only)"),
+    ] = None,
+    max_words_per_cue: Annotated[
+        int | None,
+        Form(
+            description="srt/vtt only (not an OpenAI field): cues of at most this many timed words; 0: one per segment"
+        ),
+    ] = None,
+    chunking_strategy: Annotated[
+        str | None,
+        Form(
+            description='"auto" or a server_vad object (as JSON, or as chunking_strategy[type]=server_vad, '
+            "chunking_strategy[threshold], [prefix_padding_ms], [silence_duration_ms] fields): windows from speech "
+            "found by Silero VAD, silence skipped; unset: CHUNKING_STRATEGY, else fixed windows"
+        ),
+    ] = None,
 ) -> Response:
     return await handle(
         request,
@@ -218,6 +264,9 @@ async def transcriptions(
         temperature=temperature,
         granularities=timestamp_granularities,
         stream=stream,
+        include=include,
+        max_words_per_cue=max_words_per_cue,
+        chunking=form_chunking(await request.form()) if chunking_strategy is None else chunking_strategy,
     )
 
 

@@ -15,6 +15,7 @@ from ..config import Settings
 from ..gpu import GpuInfo, choose_dtype, choose_kv_cache_dtype
 from ..languages import all_codes
 from .timestamp_rules import EXTRA_ARG, LOGITS_PROCESSOR
+from .token_logprobs import TokenLogprob, token_logprobs
 from .vocab import WhisperVocab
 
 log = logging.getLogger(__name__)
@@ -220,9 +221,18 @@ class WhisperEngine:
         lps = [(step.get(t).logprob if step and t in step else 0.0) for t, step in zip(tokens, first.logprobs or [])]
         return Generation(tokens=tokens, logprobs=lps, no_speech_prob=self._no_speech(out, decoder_ids))
 
-    async def generate_tokens(
+    async def generate_steps(
         self, samples: np.ndarray, decoder_ids: list[int], temperature: float
-    ) -> AsyncIterator[list[int]]:
-        """The generated token ids so far, each time they grow (for streaming responses)."""
+    ) -> AsyncIterator[tuple[list[int], list[float]]]:
+        """(generated token ids, their logprobs) so far, each time they grow (for streaming responses)."""
         async for out in self._stream(samples, decoder_ids, self._sampling(decoder_ids, temperature, None)):
-            yield list(out.outputs[0].token_ids)
+            first = out.outputs[0]
+            tokens = list(first.token_ids)
+            steps = first.logprobs or []
+            yield (
+                tokens,
+                [(step.get(t).logprob if step and t in step else 0.0) for t, step in zip(tokens, steps, strict=False)],
+            )
+
+    def token_logprobs(self, tokens: list[int], logprobs: list[float]) -> list[TokenLogprob]:
+        return token_logprobs(self.tokenizer.convert_ids_to_tokens(tokens), logprobs)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
 from ..languages import language_name
-from ..transcriber import Transcript
+from ..transcriber import Plan, Transcript
+from .cues import word_cues
 
+ENCODER_POSITIONS_PER_SECOND = 50  # Whisper's encoder: 1500 positions for 30 s
 RESPONSE_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
 MEDIA_TYPES = {
     "json": "application/json",
@@ -32,12 +33,29 @@ def usage(t: Transcript) -> dict[str, Any]:
     return {"type": "duration", "seconds": math.ceil(t.duration)}  # OpenAI bills whole seconds, rounded up
 
 
+def stream_usage(plan: Plan, output_tokens: int) -> dict[str, Any]:
+    """transcript.text.done's usage, in tokens as OpenAI's event has it: the audio counts as Whisper's encoder
+    positions (50 a second), the text input as the decoder prompt, the output as the text tokens generated."""
+    audio = math.ceil(plan.duration * ENCODER_POSITIONS_PER_SECOND)
+    text = len(plan.decoder_ids)
+    return {
+        "type": "tokens",
+        "input_tokens": audio + text,
+        "output_tokens": output_tokens,
+        "total_tokens": audio + text + output_tokens,
+        "input_token_details": {"audio_tokens": audio, "text_tokens": text},
+    }
+
+
 def to_json(t: Transcript) -> dict[str, Any]:
-    return {"text": t.text, "usage": usage(t)}
+    body: dict[str, Any] = {"text": t.text, "usage": usage(t)}
+    if t.logprobs is not None:
+        body["logprobs"] = [lp.as_dict() for lp in t.logprobs]
+    return body
 
 
 def to_verbose_json(t: Transcript) -> dict[str, Any]:
-    return {
+    body: dict[str, Any] = {
         "task": t.task,
         "language": language_name(t.language),
         "duration": t.duration,
@@ -45,33 +63,38 @@ def to_verbose_json(t: Transcript) -> dict[str, Any]:
         "segments": [asdict(s) for s in t.segments],
         "usage": usage(t),
     }
+    if not t.show_segments:
+        del body["segments"]
+    if t.words is not None:
+        body["words"] = [w.as_dict() for w in t.words]
+    return body
 
 
 def to_text(t: Transcript) -> str:
     return t.text + "\n"
 
 
-def to_srt(t: Transcript) -> str:
+def cues(t: Transcript, max_words: int = 0) -> list[tuple[float, float, str]]:
+    """One cue per segment; with max_words (and the transcript's word timestamps), cues of at most that many words."""
+    if max_words and t.words is not None:
+        return word_cues(t.words, max_words)
+    return [(s.start, s.end, s.text.strip()) for s in t.segments]
+
+
+def to_srt(t: Transcript, max_words: int = 0) -> str:
     blocks = [
-        f"{i}\n{_clock(s.start, ',')} --> {_clock(s.end, ',')}\n{s.text.strip()}\n"
-        for i, s in enumerate(t.segments, start=1)
+        f"{i}\n{_clock(start, ',')} --> {_clock(end, ',')}\n{text}\n"
+        for i, (start, end, text) in enumerate(cues(t, max_words), start=1)
     ]
     return "\n".join(blocks)
 
 
-def to_vtt(t: Transcript) -> str:
-    blocks = [f"{_clock(s.start, '.')} --> {_clock(s.end, '.')}\n{s.text.strip()}\n" for s in t.segments]
+def to_vtt(t: Transcript, max_words: int = 0) -> str:
+    blocks = [f"{_clock(start, '.')} --> {_clock(end, '.')}\n{text}\n" for start, end, text in cues(t, max_words)]
     return "WEBVTT\n\n" + "\n".join(blocks)
 
 
-RENDERERS: dict[str, Callable[[Transcript], dict[str, Any] | str]] = {
-    "json": to_json,
-    "verbose_json": to_verbose_json,
-    "text": to_text,
-    "srt": to_srt,
-    "vtt": to_vtt,
-}
-
-
-def render(t: Transcript, response_format: str) -> dict[str, Any] | str:
-    return RENDERERS[response_format](t)
+def render(t: Transcript, response_format: str, max_words_per_cue: int = 0) -> dict[str, Any] | str:
+    if response_format in ("srt", "vtt"):
+        return (to_srt if response_format == "srt" else to_vtt)(t, max_words_per_cue)
+    return {"json": to_json, "verbose_json": to_verbose_json, "text": to_text}[response_format](t)
