@@ -145,7 +145,6 @@ def bench_server(
 
 def bench_in_process(model_path: str, audio) -> dict:
     """The same engine and Transcriber the server uses, called directly: no HTTP, no multipart."""
-    sys.path[:0] = [str(ROOT / "inference")]
     from whisper_inference.config import load_settings
     from whisper_inference.engine.vllm_engine import WhisperEngine
     from whisper_inference.transcriber import Transcriber, TranscriptionJob
@@ -236,7 +235,7 @@ def main() -> None:
         f"long {audio['long'][0][2]:.0f} s; model {model}",
         flush=True,
     )
-    from words_vad import bench_words_vad, words_vad_table
+    from .words_vad import bench_words_vad, words_vad_table
 
     print("word timestamps and VAD (in-process):", flush=True)
     words_vad = bench_words_vad(model, audio, fixtures, word_error_rate)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -64,7 +63,6 @@ NON_SPEECH = ["silence", "noise-0.003", "noise-0.03", "tones"]
 
 
 def bench_words_vad(model_path: str, audio: dict, fixtures: Path, wer) -> dict:
-    sys.path[:0] = [str(ROOT / "inference")]
     from whisper_inference.audio.vad import VadOptions
     from whisper_inference.config import load_settings
     from whisper_inference.engine.vllm_engine import WhisperEngine

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import sys
 from pathlib import Path
 
 import httpx
@@ -13,8 +12,7 @@ import pytest
 import soundfile as sf
 from openai import OpenAI
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from helpers import wer  # noqa: E402
+from helpers import wer
 
 pytestmark = pytest.mark.engine
 RATE = 16000

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import sys
 from pathlib import Path
 from statistics import median
 
@@ -13,10 +12,9 @@ import httpx
 import pytest
 import soundfile as sf
 from openai import OpenAI
+from word_timing_set import build_set, score
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from helpers import normalize  # noqa: E402
-from word_timing_set import build_set, score  # noqa: E402
+from helpers import normalize
 
 pytestmark = pytest.mark.engine
 
