@@ -11,6 +11,7 @@ import yaml
 from whisper_operator import attention
 from whisper_operator.nodes import GpuNode
 from whisper_operator.profile import compute_profile
+from whisper_operator.spec import parse_spec
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,7 +24,7 @@ def _emitted() -> set[tuple[str, tuple[int, int]]]:
     for cc, dtype, kv, backend in itertools.product(
         CCS, ["auto", "half", "bfloat16", "float32"], ["auto", "fp8", "fp16", "fp32"], attention.CHOICES
     ):
-        spec = {"model": "m", "dtype": dtype, "kvCacheDtype": kv, "attentionBackend": backend}
+        spec = parse_spec({"model": "m", "dtype": dtype, "kvCacheDtype": kv, "attentionBackend": backend})
         node = GpuNode("n", {}, 1, cc=cc, cc_source="labels")
         try:
             p = compute_profile(spec, [node])
