@@ -23,14 +23,14 @@ from kubernetes import client
 from . import GROUP, MANAGED_BY, PLURAL, VERSION, webhook
 from .config import get_settings
 from .events import EventRecorder
-from .kube import PAGE, Kube, load_api_client
+from .kopf_config import configure_kopf
+from .kube import Kube, load_api_client
 from .leader import AlwaysLeader, LeaseElector
 from .manifests import ENDPOINT_LABEL
 from .reconcile import Reconciler, Transient
 
 log = logging.getLogger("whisper_operator")
 SETTINGS = get_settings()  # validated at import, i.e. before the operator starts: a bad env stops it here
-MANAGED = f"app.kubernetes.io/managed-by={MANAGED_BY}"
 
 
 @kopf.on.login()
@@ -41,15 +41,7 @@ def login(**kwargs: Any) -> Any:
 
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    settings.posting.level = logging.WARNING  # kopf's own failures only; decisions are posted by EventRecorder
-    settings.persistence.finalizer = f"{GROUP}/operator"  # the resync timer makes kopf add one to each endpoint
-    settings.watching.server_timeout = 300
-    settings.watching.chunk_size = PAGE  # initial lists paginated
-    settings.networking.request_timeout = SETTINGS.request_timeout_seconds
-    settings.networking.connect_timeout = SETTINGS.request_timeout_seconds
-    # filtered by the API server: only the children the operator made are downloaded and watched
-    settings.watching.label_selectors["apps", "deployments"] = MANAGED
-    settings.watching.label_selectors["", "services"] = MANAGED
+    configure_kopf(settings, SETTINGS)
     api = load_api_client(SETTINGS.request_timeout_seconds)
     kube = Kube(api)
     memo.kube = kube

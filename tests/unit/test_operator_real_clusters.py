@@ -256,3 +256,32 @@ def test_leadership_lapses_when_a_renew_hangs():
     assert elector.is_leader
     now[0] = 1.01
     assert not elector.is_leader
+
+
+# ---- 6: watches filtered by the API server, lists paginated -----------------------------------------------------
+def test_kopf_watches_only_the_operators_children_server_side():
+    import kopf
+    from kopf._cogs.structs import references
+
+    from whisper_operator.kopf_config import configure_kopf
+
+    settings = kopf.OperatorSettings()
+    configure_kopf(settings, S)
+    managed = ["app.kubernetes.io/managed-by=kubewhisper-operator"]
+    # these selectors go into the list and watch requests' labelSelector (kopf._cogs.clients.watching)
+    assert list(settings.watching.label_selectors.collect(references.Resource("apps", "v1", "deployments"))) == managed
+    assert list(settings.watching.label_selectors.collect(references.Resource("", "v1", "services"))) == managed
+    assert settings.watching.chunk_size and settings.networking.request_timeout == S.request_timeout_seconds
+
+
+def test_the_operator_has_no_per_reconcile_node_list_and_no_cluster_wide_pod_watch():
+    """Nodes come from one kopf index; probe pods are read in the operator's namespace only."""
+    import kopf
+    from kopf._cogs.structs.references import Resource
+
+    import whisper_operator.handlers  # noqa: F401  (registers the handlers)
+
+    registry = kopf.get_default_registry()
+    nodes, pods = Resource("", "v1", "nodes"), Resource("", "v1", "pods")
+    assert any(h.selector.check(nodes) for h in registry._indexing.get_all_handlers())
+    assert not any(h.selector.check(pods) for h in registry._watching.get_all_handlers())
