@@ -61,36 +61,17 @@ class OperatorSettings(BaseSettings):
     webhook_port: int = Field(9443, ge=1, le=65535)
     webhook_cert_file: str | None = Field(None, description="TLS certificate of the webhook server (PEM).")
     webhook_key_file: str | None = Field(None, description="TLS private key of the webhook server (PEM).")
-    webhook_ca_file: str | None = Field(None, description="CA bundle the API server uses to verify the webhook.")
-    webhook_config_name: str = Field(
-        "kubewhisper.dev", description="Name of the ValidatingWebhookConfiguration the operator keeps up to date."
-    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    watch_namespaces: str = Field(
-        "", description="Comma-separated namespaces the operator may see (same as its --namespace flags); empty: all."
-    )
 
     @property
     def own_namespace(self) -> str:
         return self.probe_namespace or self.lease_namespace
-
-    @property
-    def namespaces(self) -> list[str]:
-        return [n.strip() for n in self.watch_namespaces.split(",") if n.strip()]
 
     @field_validator("default_image")
     @classmethod
     def _image_has_no_spaces(cls, value: str) -> str:
         if any(c.isspace() for c in value):
             raise ValueError("an image reference cannot contain whitespace")
-        return value
-
-    @field_validator("webhook_config_name")
-    @classmethod
-    def _config_name_is_a_domain(cls, value: str) -> str:
-        # kopf names each webhook "<handler id>.<this name>"; the API server wants 3+ dot-separated segments
-        if value.count(".") < 1:
-            raise ValueError("must be a domain name with a dot, e.g. kubewhisper.dev")
         return value
 
     def check(self) -> OperatorSettings:

@@ -44,6 +44,5 @@ def configure(kopf_settings: kopf.OperatorSettings, settings: OperatorSettings) 
         host=settings.webhook_host,
         certfile=settings.webhook_cert_file,
         pkeyfile=settings.webhook_key_file,
-        cafile=settings.webhook_ca_file or settings.webhook_cert_file,
     )
     kopf_settings.admission.managed = None

@@ -147,6 +147,7 @@ def test_full_values_pass_server_side_validation(cluster, helm):
 # (verb, resource[/name][#subresource], namespace: None for cluster scope / all namespaces, RELEASE for the chart's)
 ALLOWED = [
     ("list", "nodes", None),
+    ("watch", "nodes", None),
     ("list", "whisperendpoints.kubewhisper.dev", None),
     ("watch", "whisperendpoints.kubewhisper.dev", None),
     ("get", "whisperendpoints.kubewhisper.dev", "any-ns"),
@@ -154,9 +155,15 @@ ALLOWED = [
     ("create", "deployments.apps", "any-ns"),
     ("patch", "deployments.apps", "any-ns"),
     ("patch", "services", "any-ns"),
-    ("create", "jobs.batch", "any-ns"),
-    ("list", "pods", "any-ns"),
+    ("patch", "whisperendpoints.kubewhisper.dev", "any-ns"),
+    ("patch", "deployments.apps#scale", "any-ns"),
+    ("patch", "poddisruptionbudgets.policy", "any-ns"),
+    ("create", "jobs.batch", "RELEASE"),
+    ("delete", "jobs.batch", "RELEASE"),
+    ("list", "pods", "RELEASE"),
+    ("get", "configmaps/kubewhisper-gpu-probes", "RELEASE"),
     ("create", "events", "any-ns"),
+    ("patch", "events", "any-ns"),
     ("list", "customresourcedefinitions.apiextensions.k8s.io", None),
 ]
 DENIED = [
@@ -166,6 +173,9 @@ DENIED = [
     ("create", "pods#exec", "any-ns"),
     ("create", "pods#attach", "any-ns"),
     ("create", "pods", "any-ns"),
+    ("list", "pods", "any-ns"),
+    ("create", "jobs.batch", "any-ns"),
+    ("get", "configmaps/other", "RELEASE"),
     ("delete", "deployments.apps", "any-ns"),
     ("delete", "whisperendpoints.kubewhisper.dev", "any-ns"),
     ("update", "whisperendpoints.kubewhisper.dev", "any-ns"),
@@ -244,9 +254,9 @@ def test_operator_runs_under_the_charts_identity(cluster, release, namespace, tm
         for f in ("endpoint-t4.yaml", "endpoint-h100.yaml"):
             cluster.kubectl("apply", "-n", namespace, "-f", str(ROOT / "operator/examples" / f))
         for name, dtype in (("whisper-t4", "half"), ("whisper-h100", "bfloat16")):
-            we = wait_for(lambda: _profiled(cluster, namespace, name), 60, what=f"{name} profile")
+            we = wait_for(lambda n=name: _profiled(cluster, namespace, n), 60, what=f"{name} profile")
             assert we["status"]["profile"]["dtype"] == dtype, we["status"]
-            d = wait_for(lambda: get(cluster, "deployment", name, "-n", namespace), 30, what=f"Deployment {name}")
+            d = wait_for(lambda n=name: get(cluster, "deployment", n, "-n", namespace), 30, what=f"Deployment {name}")
             assert d["metadata"]["ownerReferences"][0]["name"] == name
             assert get(cluster, "service", name, "-n", namespace)
         lease = get(cluster, "lease", release["lease"], "-n", release["namespace"])

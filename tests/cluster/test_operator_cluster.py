@@ -45,8 +45,10 @@ def test_env_per_pool(api, operator, namespace):
     h100_dep = wait_for(lambda: deployment(api, namespace, "h100"), what="h100 deployment")
     h100 = env_of(h100_dep)
     assert (h100["DTYPE"], h100["VLLM_ATTENTION_BACKEND"]) == ("bfloat16", "FLASH_ATTN")
-    api_key = [e for e in h100_dep.spec.template.spec.containers[0].env if e.name == "API_KEY"][0]
-    assert api_key.value_from.secret_key_ref.name == "key"
+    # the API key is a mounted Secret file the server re-reads (rotation without a restart)
+    assert env_of(h100_dep)["API_KEY_FILE"] == "/var/run/secrets/kubewhisper/api-key"
+    key_volume = [v for v in h100_dep.spec.template.spec.volumes if v.name == "api-key"][0]
+    assert key_volume.secret.secret_name == "key"
     assert h100_dep.spec.template.spec.containers[0].resources.limits["nvidia.com/gpu"] == "1"
     assert h100_dep.metadata.owner_references[0].kind == "WhisperEndpoint"
     a10g = env_of(wait_for(lambda: deployment(api, namespace, "a10g"), what="a10g deployment"))
