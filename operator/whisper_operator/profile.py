@@ -128,7 +128,10 @@ class StickyClass:
         return StickyClass(cc, str(raw["specKey"]), float(since) if since is not None else None)
 
     def status(self) -> dict[str, Any]:
-        return {"computeCapability": fmt(self.cc), "specKey": self.spec_key, "noCapacitySince": self.no_capacity_since}
+        out: dict[str, Any] = {"computeCapability": fmt(self.cc), "specKey": self.spec_key}
+        if self.no_capacity_since is not None:  # absent, not null: a stored status has no nulls to compare with
+            out["noCapacitySince"] = self.no_capacity_since
+        return out
 
 
 @dataclass

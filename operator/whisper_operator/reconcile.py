@@ -256,6 +256,10 @@ class Reconciler:
         patch = dict(new)
         if "profile" in old and "profile" not in new:
             patch["profile"] = None
+        # a merge patch keeps what it does not mention: remove a nested field the new status no longer has
+        for key in ("gpuClass", "profile"):
+            if isinstance(old.get(key), dict) and isinstance(new.get(key), dict):
+                patch[key] = {**{k: None for k in old[key] if k not in new[key]}, **new[key]}
         if profile and (old.get("profile") or {}).get("computeCapability") != profile.computeCapability:
             self.emit(
                 body,
