@@ -273,7 +273,7 @@ def choose_pool(
             )
             return Pool(
                 previous.cc,
-                "Pinned",
+                "Pinned" if classes else "Declared",
                 [],
                 pin_terms(previous.cc, [], at_least, products),
                 StickyClass(previous.cc, key, since),

@@ -285,3 +285,9 @@ def test_the_operator_has_no_per_reconcile_node_list_and_no_cluster_wide_pod_wat
     nodes, pods = Resource("", "v1", "nodes"), Resource("", "v1", "pods")
     assert any(h.selector.check(nodes) for h in registry._indexing.get_all_handlers())
     assert not any(h.selector.check(pods) for h in registry._watching.get_all_handlers())
+
+
+def test_a_declared_class_stays_declared_across_reconciles():
+    first = decide({"nodeSelector": {"pool": "zero"}, "gpu": {"product": "H100"}}, [T4])
+    again = decide({"nodeSelector": {"pool": "zero"}, "gpu": {"product": "H100"}}, [T4], previous=first.sticky)
+    assert (first.placement, again.placement, again.pin) == ("Declared", "Declared", first.pin)
