@@ -32,7 +32,6 @@ class GpuNode:
     labels: dict[str, str]
     gpus: int
     cc: tuple[int, int] | None = None
-    cc_source: str | None = None  # "labels" | "product" | "probe"
     product: str | None = None
     memory_mib: int | None = None
     uid: str = ""
@@ -50,10 +49,6 @@ class GpuNode:
         if "SHARED" in tokens or _quantity_int(self.labels.get(LABEL_REPLICAS)) > 1:
             return "its GPUs are time-sliced (shared between pods)"
         return None
-
-    @property
-    def cc_str(self) -> str | None:
-        return f"{self.cc[0]}.{self.cc[1]}" if self.cc else None
 
 
 def _quantity_int(value: Any) -> int:
@@ -85,23 +80,20 @@ def gpu_node(node: dict[str, Any], probed: dict[str, dict[str, Any]] | None = No
     gpus = _quantity_int((status.get("allocatable") or status.get("capacity") or {}).get(GPU_RESOURCE, 0))
     product = labels.get(LABEL_PRODUCT)
     memory = _quantity_int(labels.get(LABEL_MEMORY)) or None
-    cc, source = None, None
+    cc: tuple[int, int] | None = None
     if LABEL_MAJOR in labels:
         try:
-            cc, source = (int(labels[LABEL_MAJOR]), int(labels.get(LABEL_MINOR, "0"))), "labels"
+            cc = (int(labels[LABEL_MAJOR]), int(labels.get(LABEL_MINOR, "0")))
         except ValueError:
             cc = None
     if cc is None and product:
         cc = compute_capability_for_product(product)
-        source = "product" if cc else None
     if cc is None and probed and uid in probed and "major" in probed[uid]:
         answer = probed[uid]
-        cc, source = (int(answer["major"]), int(answer.get("minor", 0))), "probe"
+        cc = (int(answer["major"]), int(answer.get("minor", 0)))
         product = product or answer.get("product")
         memory = memory or answer.get("memoryMiB")
-    return GpuNode(
-        name=name, labels=labels, gpus=gpus, cc=cc, cc_source=source, product=product, memory_mib=memory, uid=uid
-    )
+    return GpuNode(name=name, labels=labels, gpus=gpus, cc=cc, product=product, memory_mib=memory, uid=uid)
 
 
 def _match_expression(labels: dict[str, str], expr: dict[str, Any]) -> bool:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -88,6 +89,16 @@ def check_spec(spec: EndpointSpec) -> None:
             f"gpu.count {spec.gpu.count}: the server runs Whisper on one GPU (no tensor parallelism), the other "
             f"{spec.gpu.count - 1} would be allocated and never used; set gpu.count to 1 and scale with replicas",
         )
+
+
+def min_gpu_memory_mib(model: str) -> int:
+    """GPU memory a model needs (weights in 16 bit plus a working KV cache), from the model name's size word;
+    an unknown size is taken as the largest. Compared with nvidia.com/gpu.memory or the probe's memoryMiB."""
+    tokens = set(re.split(r"[^a-z0-9]+", model.lower()))
+    for size, mib in (("tiny", 2048), ("base", 2048), ("small", 4096), ("medium", 6144)):
+        if size in tokens:
+            return mib
+    return 8192  # large, large-v3, turbo and unknown checkpoints
 
 
 def product_matches(want: str, product: str | None) -> bool:
@@ -219,6 +230,11 @@ def choose_pool(
             reasons.append(f"node {n.name}: GPU compute capability unknown, excluded")
         elif n.shared:
             reasons.append(f"node {n.name}: excluded, {n.shared}")
+        elif n.memory_mib is not None and n.memory_mib < min_gpu_memory_mib(spec.model):
+            reasons.append(
+                f"node {n.name}: excluded, {n.memory_mib} MiB of GPU memory < {min_gpu_memory_mib(spec.model)} MiB "
+                f"for {spec.model}"
+            )
         else:
             known.append(n)
     pool = known

@@ -25,7 +25,7 @@ def _emitted() -> set[tuple[str, tuple[int, int]]]:
         CCS, ["auto", "half", "bfloat16", "float32"], ["auto", "fp8", "fp16", "fp32"], attention.CHOICES
     ):
         spec = parse_spec({"model": "m", "dtype": dtype, "kvCacheDtype": kv, "attentionBackend": backend})
-        node = GpuNode("n", {}, 1, cc=cc, cc_source="labels")
+        node = GpuNode("n", {}, 1, cc=cc)
         try:
             p = compute_profile(spec, [node])
         except Exception:

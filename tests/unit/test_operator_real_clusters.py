@@ -291,3 +291,11 @@ def test_a_declared_class_stays_declared_across_reconciles():
     first = decide({"nodeSelector": {"pool": "zero"}, "gpu": {"product": "H100"}}, [T4])
     again = decide({"nodeSelector": {"pool": "zero"}, "gpu": {"product": "H100"}}, [T4], previous=first.sticky)
     assert (first.placement, again.placement, again.pin) == ("Declared", "Declared", first.pin)
+
+
+def test_gpus_too_small_for_the_model_are_excluded():
+    small = node("small", {**gfd("NVIDIA-A2", 8, 6), f"{G}.memory": "4096"})
+    assert decide({}, [small, H100]).nodes == ["h100"]  # large-v3 needs more than 4 GiB
+    spec = parse_spec({"model": "openai/whisper-tiny"})
+    assert [n.name for n in candidate_nodes(spec, [small])] == ["small"]
+    assert compute_profile(spec, candidate_nodes(spec, [small])).nodes == ["small"]
