@@ -194,12 +194,15 @@ def test_metadata_updates_and_deletion_pass_after_the_hardware_changed(api, webh
         t4 = {f"{gpu}.product": "Tesla-T4", f"{gpu}.compute.major": "7", f"{gpu}.compute.minor": "5"}
         core.patch_node("webhook-gpu-1", {"metadata": {"labels": t4}})
 
+        attempts = iter(range(1000))
+
         def spec_change_refused():
+            # each try a different spec (an admitted one is simply the new spec; nothing to undo)
+            env = [{"name": "ATTEMPT", "value": str(next(attempts))}]
             try:
-                custom.patch_namespaced_custom_object(*args, "ep", {"spec": {"replicas": 2}})
+                custom.patch_namespaced_custom_object(*args, "ep", {"spec": {"env": env}})
             except ApiException as e:
                 return "UnsupportedDtype" in (e.body or "")
-            custom.patch_namespaced_custom_object(*args, "ep", {"spec": {"replicas": 1}})
             return False
 
         wait_for(spec_change_refused, timeout=30, what="the webhook seeing the T4")
