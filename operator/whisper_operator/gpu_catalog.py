@@ -52,7 +52,7 @@ PRODUCT_CC: dict[str, tuple[int, int]] = {
 }
 
 
-def _normalise(product: str) -> str:
+def normalise(product: str) -> str:
     return " " + re.sub(r"[^A-Z0-9]+", " ", product.upper()).strip() + " "
 
 
@@ -60,7 +60,7 @@ def compute_capability_for_product(product: str | None) -> tuple[int, int] | Non
     """The compute capability of a GPU product name, or None when the product is unknown."""
     if not product:
         return None
-    text = _normalise(product)
+    text = normalise(product)
     for model in sorted(PRODUCT_CC, key=len, reverse=True):
         if f" {model} " in text:
             return PRODUCT_CC[model]

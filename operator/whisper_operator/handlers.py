@@ -3,6 +3,10 @@
 Run with ``kopf run --standalone --all-namespaces -m whisper_operator.handlers`` (``make operator``). ``--standalone``
 turns kopf's own peering off: one active replica is ensured by a Lease (see leader.py), because kopf peering freezes
 replicas of equal priority.
+
+kopf idioms: the settings, client, event recorder, elector and reconciler are made at startup and kept in ``memo``;
+nodes are a kopf index (one watch, no list per reconcile); the periodic level-based pass is a timer per endpoint;
+a transient API failure in it is a ``kopf.TemporaryError`` retried after a delay.
 """
 
 from __future__ import annotations
@@ -11,59 +15,41 @@ import asyncio
 import logging
 import os
 import socket
+from typing import Any
 
 import kopf
 from kubernetes import client
-from kubernetes import config as kconfig
 
 from . import GROUP, MANAGED_BY, PLURAL, VERSION, webhook
 from .config import get_settings
+from .events import EventRecorder
+from .kopf_config import configure_kopf
+from .kube import Kube, load_api_client
 from .leader import AlwaysLeader, LeaseElector
 from .manifests import ENDPOINT_LABEL
-from .reconcile import Kube, Reconciler, Transient
+from .reconcile import Reconciler, Transient
 
 log = logging.getLogger("whisper_operator")
 SETTINGS = get_settings()  # validated at import, i.e. before the operator starts: a bad env stops it here
-STATE: dict = {}
-
-
-def _emit(body: dict, type_: str, reason: str, message: str) -> None:
-    try:
-        kopf.event(body, type=type_, reason=reason, message=message)
-    except Exception as e:  # events are best effort; never fail a reconcile for them
-        log.debug("event not posted: %r", e)
-    log.info("%s/%s %s %s: %s", body["metadata"].get("namespace"), body["metadata"].get("name"), type_, reason, message)
-
-
-def _load_kube_config() -> client.ApiClient:
-    cfg = client.Configuration()
-    try:
-        kconfig.load_incluster_config(client_configuration=cfg)
-    except kconfig.ConfigException:
-        kconfig.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None, client_configuration=cfg)
-    return client.ApiClient(cfg)
 
 
 @kopf.on.login()
-def login(**kwargs):
+def login(**kwargs: Any) -> Any:
     """In-cluster service account, else $KUBECONFIG read now (not at import time, as the client library does)."""
     return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
 
 @kopf.on.startup()
-async def startup(settings: kopf.OperatorSettings, **_):
-    settings.posting.level = logging.WARNING  # only our explicit decisions become Kubernetes Events
-    settings.persistence.finalizer = f"{GROUP}/operator"
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
-    settings.watching.server_timeout = 300
-    api = _load_kube_config()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    configure_kopf(settings, SETTINGS)
+    api = load_api_client(SETTINGS.request_timeout_seconds)
     kube = Kube(api)
-    STATE["kube"] = kube
-    STATE["reconciler"] = Reconciler(kube, SETTINGS, _emit)
+    memo.kube = kube
+    memo.events = EventRecorder(kube.core)
+    memo.reconciler = Reconciler(kube, SETTINGS, memo.events)
     if SETTINGS.leader_election:
         identity = SETTINGS.identity or f"{socket.gethostname()}-{os.getpid()}"
-        elector = LeaseElector(
+        memo.elector = LeaseElector(
             client.CoordinationV1Api(api),
             SETTINGS.lease_name,
             SETTINGS.lease_namespace,
@@ -71,98 +57,98 @@ async def startup(settings: kopf.OperatorSettings, **_):
             SETTINGS.lease_duration_seconds,
         )
     else:
-        elector = AlwaysLeader()
-    STATE["elector"] = elector
-    await asyncio.to_thread(elector.try_acquire_or_renew)
-    STATE["tasks"] = [asyncio.create_task(_elect_loop(elector)), asyncio.create_task(_resync_loop())]
+        memo.elector = AlwaysLeader()
+    await asyncio.to_thread(memo.elector.try_acquire_or_renew)
+    memo.tasks = [asyncio.create_task(_elect_loop(memo.elector))]
     if SETTINGS.webhook_enabled:
         webhook.configure(settings, SETTINGS)
 
 
 @kopf.on.cleanup()
-async def cleanup(**_):
-    for task in STATE.get("tasks", []):
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    for task in memo.get("tasks", []):
         task.cancel()
-    elector = STATE.get("elector")
+    elector = memo.get("elector")
     if elector is not None:
         await asyncio.to_thread(elector.release)
 
 
-async def _elect_loop(elector) -> None:
+async def _elect_loop(elector: LeaseElector | AlwaysLeader) -> None:
     while True:
         await asyncio.sleep(SETTINGS.lease_duration_seconds / 3)
         await asyncio.to_thread(elector.try_acquire_or_renew)
 
 
-async def _resync_loop() -> None:
-    """The periodic level-based pass (node changes, probe timeouts, drift nobody told us about)."""
-    while True:
-        await asyncio.sleep(SETTINGS.resync_seconds)
-        if not STATE["elector"].is_leader:
-            continue
-        for item in await asyncio.to_thread(_list_endpoints):
-            meta = item["metadata"]
-            try:
-                await asyncio.to_thread(_reconcile, meta["namespace"], meta["name"])
-            except Exception as e:  # the loop must outlive any one endpoint's failure
-                log.warning("resync of %s/%s failed: %r", meta["namespace"], meta["name"], e)
+def _slim_node(body: kopf.Body) -> dict[str, Any]:
+    """What candidate selection reads of a node, and no more (the index holds every node of the cluster)."""
+    meta, spec, status = body.get("metadata", {}), body.get("spec", {}), body.get("status", {})
+    return {
+        "metadata": {"name": meta.get("name"), "uid": meta.get("uid"), "labels": dict(meta.get("labels") or {})},
+        "spec": {"unschedulable": spec.get("unschedulable"), "taints": list(spec.get("taints") or [])},
+        "status": {
+            "allocatable": dict(status.get("allocatable") or {}),
+            "capacity": dict(status.get("capacity") or {}),
+        },
+    }
 
 
-def _list_endpoints() -> list[dict]:
-    """Every endpoint the operator may see: cluster-wide, or per watched namespace (namespaced RBAC)."""
-    custom = STATE["kube"].custom
-    scopes = SETTINGS.namespaces or [None]
-    items: list[dict] = []
-    for ns in scopes:
-        try:
-            if ns is None:
-                items += custom.list_cluster_custom_object(GROUP, VERSION, PLURAL).get("items", [])
-            else:
-                items += custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL).get("items", [])
-        except Exception as e:  # one unreadable namespace must not stop the pass for the others
-            log.warning("resync: listing endpoints in %s failed: %r", ns or "all namespaces", e)
-    return items
+@kopf.index("", "v1", "nodes")
+def node_index(name: str, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
+    return {name: _slim_node(body)}
 
 
-def _reconcile(namespace: str, name: str) -> None:
-    if not STATE.get("elector") or not STATE["elector"].is_leader:
+def _nodes(index: kopf.Index[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    # a snapshot taken in the event loop: the reconcile runs in a thread while kopf keeps updating the index
+    return [node for store in index.values() for node in store]
+
+
+async def _reconcile(memo: kopf.Memo, index: kopf.Index[str, dict[str, Any]], namespace: str, name: str) -> None:
+    if not memo.elector.is_leader:
         return
-    try:
-        STATE["reconciler"].reconcile(namespace, name)
-    except Transient as e:
-        log.info("%s/%s: transient failure, retried on the next trigger: %s", namespace, name, e)
+    nodes = _nodes(index)
+    await asyncio.to_thread(memo.reconciler.reconcile, namespace, name, nodes)
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def endpoint_event(type, namespace, name, **_):
+async def endpoint_event(
+    type: str | None, namespace: str, name: str, memo: kopf.Memo, node_index: kopf.Index[str, Any], **_: Any
+) -> None:
     if type == "DELETED":
         return  # the children are garbage-collected through their owner references
-    _reconcile(namespace, name)
+    try:
+        await _reconcile(memo, node_index, namespace, name)
+    except Transient as e:  # event handlers are not retried: the timer is
+        log.info("%s/%s: transient failure, retried by the resync timer: %s", namespace, name, e)
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=SETTINGS.resync_seconds, sharp=False)
+async def resync(namespace: str, name: str, memo: kopf.Memo, node_index: kopf.Index[str, Any], **_: Any) -> None:
+    """The periodic level-based pass (node changes, probe answers, drift nobody told us about)."""
+    try:
+        await _reconcile(memo, node_index, namespace, name)
+    except Transient as e:
+        raise kopf.TemporaryError(f"transient API failure: {e}", delay=min(30.0, SETTINGS.resync_seconds)) from e
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": MANAGED_BY})
 @kopf.on.event("", "v1", "services", labels={"app.kubernetes.io/managed-by": MANAGED_BY})
-def child_event(namespace, labels, **_):
+async def child_event(
+    namespace: str, labels: dict[str, str], memo: kopf.Memo, node_index: kopf.Index[str, Any], **_: Any
+) -> None:
     owner = labels.get(ENDPOINT_LABEL)
     if owner:
-        _reconcile(namespace, owner)
+        try:
+            await _reconcile(memo, node_index, namespace, owner)
+        except Transient as e:
+            log.info("%s/%s: transient failure, retried by the resync timer: %s", namespace, owner, e)
 
 
-@kopf.on.event(
-    "", "v1", "pods", labels={"app.kubernetes.io/component": "gpu-probe", "app.kubernetes.io/managed-by": MANAGED_BY}
-)
-def probe_pod_event(namespace, **_):
-    if not STATE.get("elector") or not STATE["elector"].is_leader:
-        return
-    items = STATE["kube"].custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
-    for item in items.get("items", []):
-        _reconcile(namespace, item["metadata"]["name"])
-
-
-def validate_endpoint(spec, **_):
-    kube = STATE.get("kube")
-    nodes = kube.plain(kube.core.list_node()).get("items", []) if kube else []
-    problem = webhook.check(dict(spec), nodes, SETTINGS)
+def validate_endpoint(
+    spec: kopf.Spec, operation: str | None, old: Any, node_index: kopf.Index[str, Any], **_: Any
+) -> None:
+    if operation == "UPDATE" and old is not None and dict(old.get("spec") or {}) == dict(spec):
+        return  # metadata-only updates (finalizers, labels, foreground deletion) are never refused
+    problem = webhook.check(dict(spec), _nodes(node_index), SETTINGS)
     if problem:
         raise kopf.AdmissionError(problem, code=422)
 

@@ -2,6 +2,9 @@
 
 Standby replicas keep running (their liveness endpoint answers) but every handler returns at once until they hold the
 Lease; the holder renews it every third of its duration and a replica whose renewal fails stops acting immediately.
+A renewal that hangs is no better: leadership lapses by itself once the last successful renewal is older than the
+renew deadline (two thirds of the duration), so a replica whose API connection hangs stops acting before another
+replica can take the expired Lease over; every Lease request also has a timeout of a third of the duration.
 """
 
 from __future__ import annotations
@@ -9,6 +12,9 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import time
+from collections.abc import Callable
+from typing import Any
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
@@ -25,16 +31,27 @@ def _micro(t: dt.datetime) -> str:
 
 
 class LeaseElector:
-    def __init__(self, api: client.CoordinationV1Api, name: str, namespace: str, identity: str, duration: float):
+    def __init__(
+        self,
+        api: client.CoordinationV1Api,
+        name: str,
+        namespace: str,
+        identity: str,
+        duration: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.api, self.name, self.namespace, self.identity = api, name, namespace, identity
         self.duration = duration
+        self.renew_deadline = duration * 2 / 3
+        self.clock = clock
         self._leader = threading.Event()
+        self._renewed_at = float("-inf")
 
     @property
     def is_leader(self) -> bool:
-        return self._leader.is_set()
+        return self._leader.is_set() and self.clock() - self._renewed_at < self.renew_deadline
 
-    def _body(self, transitions: int, acquired: dt.datetime, resource_version: str | None = None) -> dict:
+    def _body(self, transitions: int, acquired: dt.datetime, resource_version: str | None = None) -> dict[str, Any]:
         meta = {"name": self.name, "namespace": self.namespace}
         if resource_version:
             meta["resourceVersion"] = resource_version
@@ -53,22 +70,27 @@ class LeaseElector:
 
     def try_acquire_or_renew(self) -> bool:
         """One round of the election; returns whether this replica holds the Lease afterwards."""
+        started = self.clock()
+        timeout = self.duration / 3
         try:
             try:
-                lease = self.api.read_namespaced_lease(self.name, self.namespace)
+                lease = self.api.read_namespaced_lease(self.name, self.namespace, _request_timeout=timeout)
             except ApiException as e:
                 if e.status != 404:
                     raise
-                self.api.create_namespaced_lease(self.namespace, self._body(0, _now()))
-                return self._set(True, "acquired a new Lease")
+                self.api.create_namespaced_lease(self.namespace, self._body(0, _now()), _request_timeout=timeout)
+                return self._set(True, "acquired a new Lease", started)
             spec = lease.spec
             rv = lease.metadata.resource_version
             transitions = spec.lease_transitions or 0
             if spec.holder_identity == self.identity:
                 self.api.replace_namespaced_lease(
-                    self.name, self.namespace, self._body(transitions, spec.acquire_time or _now(), rv)
+                    self.name,
+                    self.namespace,
+                    self._body(transitions, spec.acquire_time or _now(), rv),
+                    _request_timeout=timeout,
                 )
-                return self._set(True, "renewed")
+                return self._set(True, "renewed", started)
             renew = spec.renew_time or spec.acquire_time
             expired = (
                 not spec.holder_identity
@@ -77,8 +99,10 @@ class LeaseElector:
             )
             if not expired:
                 return self._set(False, f"held by {spec.holder_identity}")
-            self.api.replace_namespaced_lease(self.name, self.namespace, self._body(transitions + 1, _now(), rv))
-            return self._set(True, f"took over an expired Lease from {spec.holder_identity}")
+            self.api.replace_namespaced_lease(
+                self.name, self.namespace, self._body(transitions + 1, _now(), rv), _request_timeout=timeout
+            )
+            return self._set(True, f"took over an expired Lease from {spec.holder_identity}", started)
         except ApiException as e:
             if e.status == 409:  # someone else wrote the Lease first
                 return self._set(False, "lost a race for the Lease")
@@ -105,11 +129,14 @@ class LeaseElector:
         except Exception as e:  # best effort: the Lease expires anyway
             log.info("could not release the Lease: %r", e)
 
-    def _set(self, leader: bool, why: str) -> bool:
+    def _set(self, leader: bool, why: str, started: float | None = None) -> bool:
+        if leader and started is not None:
+            # counted from when the round began: the Lease was written at some point after that
+            self._renewed_at = started
         if leader != self.is_leader:
             log.info("leadership %s: %s", "acquired" if leader else "not held", why)
         (self._leader.set if leader else self._leader.clear)()
-        return leader
+        return self.is_leader
 
 
 class AlwaysLeader:

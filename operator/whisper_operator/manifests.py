@@ -7,14 +7,20 @@ them is reverted at the next reconcile, and fields nobody lists here are left al
 from __future__ import annotations
 
 import copy
+import re
+from typing import Any
 
 from . import GROUP, KIND, MANAGED_BY, VERSION
 from .config import OperatorSettings
 from .nodes import GPU_RESOURCE
 from .probe import INFERENCE_UID
-from .profile import Profile
+from .profile import Profile, arch_term
+from .spec import EndpointSpec
 
 CONTAINER_PORT = 8080
+API_KEY_DIR = "/var/run/secrets/kubewhisper"
+PRE_STOP_SECONDS = 5  # kube-proxy/endpoints drop the pod before the server starts draining
+DRAIN_MARGIN_SECONDS = 5  # the server exits this long before the kubelet's SIGKILL
 ENDPOINT_LABEL = f"{GROUP}/endpoint"
 
 
@@ -35,7 +41,7 @@ def selector_string(name: str) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(selector_labels(name).items()))
 
 
-def owner_reference(body: dict) -> dict:
+def owner_reference(body: dict[str, Any]) -> dict[str, Any]:
     meta = body["metadata"]
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
@@ -47,7 +53,7 @@ def owner_reference(body: dict) -> dict:
     }
 
 
-def owned_metadata(body: dict) -> dict:
+def owned_metadata(body: dict[str, Any]) -> dict[str, Any]:
     """Metadata of a child the endpoint owns: its name, namespace and labels, and the controller reference that
     lets garbage collection delete it with the endpoint."""
     meta = body["metadata"]
@@ -64,8 +70,9 @@ def service_url(name: str, namespace: str, port: int, domain: str) -> str:
     return f"http://{host}{'' if port == 80 else f':{port}'}/v1/audio/transcriptions"
 
 
-def merge_affinity(affinity: dict | None, pin: dict | None) -> dict | None:
-    """AND the pin term into every required node selector term of the user's affinity."""
+def merge_affinity(affinity: dict[str, Any] | None, pin: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """AND each pin term into every required node selector term of the user's affinity (the pin's terms are ORed,
+    so the result is their cross product)."""
     if not pin:
         return copy.deepcopy(affinity) if affinity else None
     out = copy.deepcopy(affinity or {})
@@ -74,103 +81,139 @@ def merge_affinity(affinity: dict | None, pin: dict | None) -> dict | None:
     terms = required.get("nodeSelectorTerms") or [{}]
     merged = []
     for term in terms:
-        t = copy.deepcopy(term)
-        for key in ("matchExpressions", "matchFields"):
-            if pin.get(key):
-                t[key] = list(t.get(key) or []) + copy.deepcopy(pin[key])
-        merged.append(t)
+        for p in pin:
+            t = copy.deepcopy(term)
+            for key in ("matchExpressions", "matchFields"):
+                if p.get(key):
+                    t[key] = list(t.get(key) or []) + copy.deepcopy(p[key])
+            merged.append(t)
     required["nodeSelectorTerms"] = merged
     return out
 
 
-def container_env(spec: dict, profile: Profile, grace_seconds: int = 60) -> list[dict]:
-    env: list[dict] = [
-        {"name": "MODEL_ID", "value": spec["model"]},
-        {"name": "SERVED_MODEL_NAME", "value": spec.get("servedModelName") or spec["model"]},
+def grace_seconds(spec: EndpointSpec, settings: OperatorSettings) -> int:
+    """terminationGracePeriodSeconds: the endpoint's own, else the operator's default."""
+    return spec.termination_grace_period_seconds or settings.termination_grace_seconds
+
+
+def container_env(spec: EndpointSpec, profile: Profile, grace: int = 60) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [
+        {"name": "MODEL_ID", "value": spec.model},
+        {"name": "SERVED_MODEL_NAME", "value": spec.served_name},
         *({"name": k, "value": v} for k, v in profile.env().items()),
-        {"name": "TIMESTAMPS", "value": spec.get("timestamps") or "auto"},
+        {"name": "TIMESTAMPS", "value": spec.timestamps},
         {"name": "HOST", "value": "0.0.0.0"},
         {"name": "PORT", "value": str(CONTAINER_PORT)},
-        # drain in-flight requests, then exit before the kubelet's SIGKILL at terminationGracePeriodSeconds
-        {"name": "GRACE_PERIOD_SECONDS", "value": str(max(1, grace_seconds - 10))},
+        # after the preStop pause, drain in-flight requests and exit before the kubelet's SIGKILL
+        {"name": "GRACE_PERIOD_SECONDS", "value": str(max(1, grace - PRE_STOP_SECONDS - DRAIN_MARGIN_SECONDS))},
     ]
-    if spec.get("languageForce"):
-        env.append({"name": "LANGUAGE_FORCE", "value": spec["languageForce"]})
-    if spec.get("maxAudioSeconds") is not None:
-        env.append({"name": "MAX_AUDIO_SECONDS", "value": str(spec["maxAudioSeconds"])})
-    if spec.get("windowSeconds") is not None:
-        env.append({"name": "WHISPER_WINDOW_SECONDS", "value": str(spec["windowSeconds"])})
-    ref = spec.get("apiKeySecretRef")
-    if ref:
-        env.append(
-            {
-                "name": "API_KEY",
-                "valueFrom": {
-                    "secretKeyRef": {"name": ref["name"], "key": ref.get("key") or "api-key", "optional": False}
-                },
-            }
-        )
-    cache = spec.get("modelCache")
-    if cache:
-        env.append({"name": "HF_HOME", "value": cache.get("mountPath") or "/models"})
+    if spec.language_force:
+        env.append({"name": "LANGUAGE_FORCE", "value": spec.language_force})
+    if spec.max_audio_seconds is not None:
+        env.append({"name": "MAX_AUDIO_SECONDS", "value": str(spec.max_audio_seconds)})
+    if spec.window_seconds is not None:
+        env.append({"name": "WHISPER_WINDOW_SECONDS", "value": f"{spec.window_seconds:g}"})
+    if spec.api_key_secret_ref:
+        # a file, not API_KEY: the kubelet refreshes a mounted Secret and the server re-reads API_KEY_FILE
+        env.append({"name": "API_KEY_FILE", "value": f"{API_KEY_DIR}/api-key"})
+    if spec.model_cache:
+        env.append({"name": "HF_HOME", "value": spec.model_cache.mount_path})
     # spec.env is applied last: an entry replaces any earlier one of the same name
-    for extra in spec.get("env") or []:
+    for extra in spec.env:
         env = [e for e in env if e["name"] != extra["name"]] + [copy.deepcopy(extra)]
     return env
 
 
-def resources(spec: dict) -> dict:
-    count = str((spec.get("gpu") or {}).get("count") or 1)
-    res = copy.deepcopy(spec.get("resources") or {})
-    res.setdefault("limits", {})[GPU_RESOURCE] = count
-    res.setdefault("requests", {})[GPU_RESOURCE] = count
-    return res
+# model name -> (cpu, memory) requests when spec.resources sets none: enough that the pod is never BestEffort and
+# is not the first evicted under memory pressure (host RAM holds the weights while they load)
+_SIZES = (("large", "12Gi"), ("turbo", "12Gi"), ("medium", "8Gi"), ("small", "4Gi"), ("base", "3Gi"), ("tiny", "2Gi"))
 
 
-def deployment(body: dict, profile: Profile, settings: OperatorSettings) -> dict:
-    meta, spec = body["metadata"], body["spec"]
-    name = meta["name"]
-    volumes = [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}}]
-    mounts = [{"name": "dshm", "mountPath": "/dev/shm"}]
-    cache = spec.get("modelCache")
+def default_requests(model: str) -> dict[str, str]:
+    tokens = set(re.split(r"[^a-z0-9]+", model.lower()))
+    memory = next((m for size, m in _SIZES if size in tokens), "12Gi")
+    return {"cpu": "2", "memory": memory}
+
+
+def resources(spec: EndpointSpec) -> dict[str, Any]:
+    count = str(spec.gpu.count)
+    limits: dict[str, Any] = dict(spec.resources.limits)
+    # a resource with only a limit gets request = limit from the API server; defaults fill the rest
+    defaults = {k: v for k, v in default_requests(spec.model).items() if k not in limits}
+    requests: dict[str, Any] = {**defaults, **spec.resources.requests}
+    limits[GPU_RESOURCE] = count
+    requests[GPU_RESOURCE] = count
+    return {"limits": limits, "requests": requests}
+
+
+def gpu_tolerations(spec: EndpointSpec) -> list[dict[str, Any]]:
+    """The user's tolerations plus one for taints keyed by the GPU resource (what ExtendedResourceToleration adds)."""
+    out = copy.deepcopy(spec.tolerations)
+    if not any(t.get("key") == GPU_RESOURCE and t.get("operator") == "Exists" and not t.get("effect") for t in out):
+        out.append({"key": GPU_RESOURCE, "operator": "Exists"})
+    return out
+
+
+def strategy(spec: EndpointSpec) -> dict[str, Any]:
+    r = spec.rollout
+    if r.strategy == "Recreate":
+        return {"type": "Recreate"}
+    return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": r.max_surge, "maxUnavailable": r.max_unavailable}}
+
+
+def deployment(
+    body: dict[str, Any], spec: EndpointSpec, profile: Profile, settings: OperatorSettings
+) -> dict[str, Any]:
+    name = body["metadata"]["name"]
+    volumes: list[dict[str, Any]] = [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}}]
+    mounts: list[dict[str, Any]] = [{"name": "dshm", "mountPath": "/dev/shm"}]
+    cache = spec.model_cache
     if cache:
         volumes.append(
             {
                 "name": "model-cache",
-                "persistentVolumeClaim": {
-                    "claimName": cache["claimName"],
-                    "readOnly": bool(cache.get("readOnly", False)),
+                "persistentVolumeClaim": {"claimName": cache.claim_name, "readOnly": cache.read_only},
+            }
+        )
+        mounts.append({"name": "model-cache", "mountPath": cache.mount_path, "readOnly": cache.read_only})
+    ref = spec.api_key_secret_ref
+    if ref:
+        volumes.append(
+            {
+                "name": "api-key",
+                "secret": {
+                    "secretName": ref.name,
+                    "items": [{"key": ref.key, "path": "api-key"}],
+                    "defaultMode": 0o440,
                 },
             }
         )
-        mounts.append(
-            {
-                "name": "model-cache",
-                "mountPath": cache.get("mountPath") or "/models",
-                "readOnly": bool(cache.get("readOnly", False)),
-            }
-        )
+        mounts.append({"name": "api-key", "mountPath": API_KEY_DIR, "readOnly": True})
+    grace = grace_seconds(spec, settings)
     startup_period = 10
-    pod_spec = {
-        "terminationGracePeriodSeconds": settings.termination_grace_seconds,
+    pod_spec: dict[str, Any] = {
+        "terminationGracePeriodSeconds": grace,
         "automountServiceAccountToken": False,
         "securityContext": {  # Pod Security Standards: restricted
             "runAsNonRoot": True,
             "runAsUser": INFERENCE_UID,
             "runAsGroup": INFERENCE_UID,
             "fsGroup": INFERENCE_UID,
+            # a model cache of many files is not re-chowned at every pod start
+            "fsGroupChangePolicy": "OnRootMismatch",
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "containers": [
             {
                 "name": "whisper",
-                "image": spec.get("image") or settings.default_image,
-                "imagePullPolicy": spec.get("imagePullPolicy") or "IfNotPresent",
+                "image": spec.image or settings.default_image,
+                "imagePullPolicy": spec.image_pull_policy,
                 "ports": [{"name": "http", "containerPort": CONTAINER_PORT, "protocol": "TCP"}],
-                "env": container_env(spec, profile, settings.termination_grace_seconds),
+                "env": container_env(spec, profile, grace),
                 "resources": resources(spec),
+                # /ready: the model is loaded and the engine answers; liveness starts only after that
                 "startupProbe": {
-                    "httpGet": {"path": "/health", "port": "http"},
+                    "httpGet": {"path": "/ready", "port": "http"},
                     "periodSeconds": startup_period,
                     "failureThreshold": max(1, settings.startup_probe_seconds // startup_period),
                 },
@@ -186,6 +229,8 @@ def deployment(body: dict, profile: Profile, settings: OperatorSettings) -> dict
                     "timeoutSeconds": 3,
                     "failureThreshold": 3,
                 },
+                # Services stop routing to a terminating pod only after the endpoints update propagates
+                "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(PRE_STOP_SECONDS)]}}},
                 "securityContext": {
                     "allowPrivilegeEscalation": False,
                     "capabilities": {"drop": ["ALL"]},
@@ -196,12 +241,14 @@ def deployment(body: dict, profile: Profile, settings: OperatorSettings) -> dict
             }
         ],
         "volumes": volumes,
+        "tolerations": gpu_tolerations(spec),
     }
-    if spec.get("nodeSelector"):
-        pod_spec["nodeSelector"] = dict(spec["nodeSelector"])
-    if spec.get("tolerations"):
-        pod_spec["tolerations"] = copy.deepcopy(spec["tolerations"])
-    affinity = merge_affinity(spec.get("affinity"), profile.pin)
+    if spec.node_selector:
+        pod_spec["nodeSelector"] = dict(spec.node_selector)
+    pin = [{**t, "matchExpressions": [*t.get("matchExpressions", []), arch_term(spec)]} for t in profile.pin] or [
+        {"matchExpressions": [arch_term(spec)]}
+    ]
+    affinity = merge_affinity(spec.affinity, pin)
     if affinity:
         pod_spec["affinity"] = affinity
     return {
@@ -209,10 +256,12 @@ def deployment(body: dict, profile: Profile, settings: OperatorSettings) -> dict
         "kind": "Deployment",
         "metadata": owned_metadata(body),
         "spec": {
-            "replicas": int(spec.get("replicas", 1)),
+            "replicas": spec.replicas,
             "revisionHistoryLimit": 3,
+            # longer than the startup budget plus scheduling and an image pull, or a slow load reads as failure
+            "progressDeadlineSeconds": settings.startup_probe_seconds + 600,
             "selector": {"matchLabels": selector_labels(name)},
-            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "strategy": strategy(spec),
             "template": {
                 "metadata": {
                     "labels": labels(name),
@@ -224,17 +273,25 @@ def deployment(body: dict, profile: Profile, settings: OperatorSettings) -> dict
     }
 
 
-def service(body: dict) -> dict:
-    spec = body["spec"]
-    svc = spec.get("service") or {}
+def service(body: dict[str, Any], spec: EndpointSpec) -> dict[str, Any]:
     name = body["metadata"]["name"]
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": owned_metadata(body),
         "spec": {
-            "type": svc.get("type") or "ClusterIP",
+            "type": spec.service.type,
             "selector": selector_labels(name),
-            "ports": [{"name": "http", "port": int(svc.get("port") or 80), "targetPort": "http", "protocol": "TCP"}],
+            "ports": [{"name": "http", "port": spec.service.port, "targetPort": "http", "protocol": "TCP"}],
         },
+    }
+
+
+def pod_disruption_budget(body: dict[str, Any], api_version: str) -> dict[str, Any]:
+    """At most one pod of a multi-replica endpoint voluntarily evicted at a time (drains, autoscaler scale-down)."""
+    return {
+        "apiVersion": api_version,
+        "kind": "PodDisruptionBudget",
+        "metadata": owned_metadata(body),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector_labels(body["metadata"]["name"])}},
     }

@@ -1,22 +1,29 @@
 """Candidate node selection (pure): which nodes could run an endpoint's pods, and what GPU they carry.
 
 A node is a candidate when it is schedulable, has at least ``spec.gpu.count`` allocatable ``nvidia.com/gpu``,
-matches ``spec.nodeSelector`` and the required node affinity, and every NoSchedule/NoExecute taint is tolerated.
+matches ``spec.nodeSelector``, the required node affinity and ``spec.architectures``, and every NoSchedule/NoExecute
+taint is tolerated. A taint keyed by a requested extended resource (``nvidia.com/gpu``) counts as tolerated: GKE
+taints GPU nodes so and relies on the ExtendedResourceToleration admission plugin, and the operator also puts that
+toleration on the pod template (so the plugin need not be enabled).
 Nodes are plain dicts in the API's JSON shape (camelCase), as returned by the Kubernetes API.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass
 from typing import Any
 
 from .gpu_catalog import compute_capability_for_product
+from .spec import EndpointSpec
 
 GPU_RESOURCE = "nvidia.com/gpu"
 LABEL_MAJOR = "nvidia.com/gpu.compute.major"
 LABEL_MINOR = "nvidia.com/gpu.compute.minor"
 LABEL_PRODUCT = "nvidia.com/gpu.product"
 LABEL_MEMORY = "nvidia.com/gpu.memory"
+LABEL_REPLICAS = "nvidia.com/gpu.replicas"  # > 1: the device plugin time-slices each GPU
+LABEL_ARCH = "kubernetes.io/arch"
 
 
 @dataclass(frozen=True)
@@ -25,14 +32,23 @@ class GpuNode:
     labels: dict[str, str]
     gpus: int
     cc: tuple[int, int] | None = None
-    cc_source: str | None = None  # "labels" | "product" | "probe"
     product: str | None = None
     memory_mib: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    uid: str = ""
 
     @property
-    def cc_str(self) -> str | None:
-        return f"{self.cc[0]}.{self.cc[1]}" if self.cc else None
+    def has_compute_labels(self) -> bool:
+        return LABEL_MAJOR in self.labels and LABEL_MINOR in self.labels
+
+    @property
+    def shared(self) -> str | None:
+        """Why this node's nvidia.com/gpu is not a whole GPU (MIG slice or time-slicing), or None."""
+        tokens = set(re.split(r"[^A-Z0-9]+", (self.product or "").upper()))
+        if "MIG" in tokens:
+            return "its nvidia.com/gpu is a MIG slice"
+        if "SHARED" in tokens or _quantity_int(self.labels.get(LABEL_REPLICAS)) > 1:
+            return "its GPUs are time-sliced (shared between pods)"
+        return None
 
 
 def _quantity_int(value: Any) -> int:
@@ -53,34 +69,35 @@ def parse_cc(text: str | None) -> tuple[int, int] | None:
         return None
 
 
-def gpu_node(node: dict, probed: dict[str, dict] | None = None) -> GpuNode:
-    """Describe a node's GPU from its labels: compute labels, then the product map, then a cached probe result."""
+def gpu_node(node: dict[str, Any], probed: dict[str, dict[str, Any]] | None = None) -> GpuNode:
+    """Describe a node's GPU from its labels: compute labels, then the product map, then a probe answer (keyed by
+    node uid, so a replaced node of the same name is probed again)."""
     meta = node.get("metadata") or {}
     name = meta.get("name", "")
+    uid = meta.get("uid") or ""
     labels = dict(meta.get("labels") or {})
     status = node.get("status") or {}
     gpus = _quantity_int((status.get("allocatable") or status.get("capacity") or {}).get(GPU_RESOURCE, 0))
     product = labels.get(LABEL_PRODUCT)
     memory = _quantity_int(labels.get(LABEL_MEMORY)) or None
-    cc, source = None, None
+    cc: tuple[int, int] | None = None
     if LABEL_MAJOR in labels:
         try:
-            cc, source = (int(labels[LABEL_MAJOR]), int(labels.get(LABEL_MINOR, "0"))), "labels"
+            cc = (int(labels[LABEL_MAJOR]), int(labels.get(LABEL_MINOR, "0")))
         except ValueError:
             cc = None
     if cc is None and product:
         cc = compute_capability_for_product(product)
-        source = "product" if cc else None
-    if cc is None and probed and name in probed and "major" in probed[name]:
-        answer = probed[name]
-        cc, source = (int(answer["major"]), int(answer.get("minor", 0))), "probe"
+    if cc is None and probed and uid in probed and "major" in probed[uid]:
+        answer = probed[uid]
+        cc = (int(answer["major"]), int(answer.get("minor", 0)))
         product = product or answer.get("product")
         memory = memory or answer.get("memoryMiB")
-    return GpuNode(name=name, labels=labels, gpus=gpus, cc=cc, cc_source=source, product=product, memory_mib=memory)
+    return GpuNode(name=name, labels=labels, gpus=gpus, cc=cc, product=product, memory_mib=memory, uid=uid)
 
 
-def _match_expression(labels: dict[str, str], expr: dict) -> bool:
-    key, op, values = expr.get("key"), expr.get("operator"), expr.get("values") or []
+def _match_expression(labels: dict[str, str], expr: dict[str, Any]) -> bool:
+    key, op, values = str(expr.get("key") or ""), expr.get("operator"), expr.get("values") or []
     have = key in labels
     if op == "In":
         return have and labels[key] in values
@@ -99,7 +116,7 @@ def _match_expression(labels: dict[str, str], expr: dict) -> bool:
     return False
 
 
-def _match_term(node_name: str, labels: dict[str, str], term: dict) -> bool:
+def _match_term(node_name: str, labels: dict[str, str], term: dict[str, Any]) -> bool:
     exprs = term.get("matchExpressions") or []
     fields = term.get("matchFields") or []
     if not exprs and not fields:
@@ -109,7 +126,7 @@ def _match_term(node_name: str, labels: dict[str, str], term: dict) -> bool:
     )
 
 
-def matches_affinity(node_name: str, labels: dict[str, str], affinity: dict | None) -> bool:
+def matches_affinity(node_name: str, labels: dict[str, str], affinity: dict[str, Any] | None) -> bool:
     required = ((affinity or {}).get("nodeAffinity") or {}).get("requiredDuringSchedulingIgnoredDuringExecution")
     terms = (required or {}).get("nodeSelectorTerms") or []
     if not terms:
@@ -117,10 +134,13 @@ def matches_affinity(node_name: str, labels: dict[str, str], affinity: dict | No
     return any(_match_term(node_name, labels, t) for t in terms)
 
 
-def tolerates(taints: list[dict], tolerations: list[dict]) -> bool:
-    """Every NoSchedule/NoExecute taint is tolerated by at least one toleration."""
+def tolerates(taints: list[dict[str, Any]], tolerations: list[dict[str, Any]], resources: tuple[str, ...] = ()) -> bool:
+    """Every NoSchedule/NoExecute taint is tolerated by at least one toleration, or keyed by a requested extended
+    resource (what ExtendedResourceToleration adds to such pods)."""
     for taint in taints:
         if taint.get("effect") not in ("NoSchedule", "NoExecute"):
+            continue
+        if taint.get("key") in resources:
             continue
         ok = False
         for tol in tolerations:
@@ -137,11 +157,10 @@ def tolerates(taints: list[dict], tolerations: list[dict]) -> bool:
     return True
 
 
-def candidate_nodes(spec: dict, nodes: list[dict], probed: dict[str, dict] | None = None) -> list[GpuNode]:
+def candidate_nodes(
+    spec: EndpointSpec, nodes: list[dict[str, Any]], probed: dict[str, dict[str, Any]] | None = None
+) -> list[GpuNode]:
     """The GPU nodes an endpoint's pods could be scheduled on, sorted by name."""
-    want = int(((spec.get("gpu") or {}).get("count")) or 1)
-    selector = spec.get("nodeSelector") or {}
-    tolerations = spec.get("tolerations") or []
     out = []
     for node in nodes:
         meta = node.get("metadata") or {}
@@ -149,14 +168,17 @@ def candidate_nodes(spec: dict, nodes: list[dict], probed: dict[str, dict] | Non
         node_spec = node.get("spec") or {}
         if node_spec.get("unschedulable"):
             continue
-        if any(labels.get(k) != v for k, v in selector.items()):
+        if any(labels.get(k) != v for k, v in spec.node_selector.items()):
             continue
-        if not matches_affinity(meta.get("name", ""), labels, spec.get("affinity")):
+        # the kubelet always sets the arch label; a node without it is taken at its word (amd64 by default)
+        if labels.get(LABEL_ARCH, "amd64") not in spec.architectures:
             continue
-        if not tolerates(node_spec.get("taints") or [], tolerations):
+        if not matches_affinity(meta.get("name", ""), labels, spec.affinity):
+            continue
+        if not tolerates(node_spec.get("taints") or [], spec.tolerations, (GPU_RESOURCE,)):
             continue
         info = gpu_node(node, probed)
-        if info.gpus < want:
+        if info.gpus < spec.gpu.count:
             continue
         out.append(info)
     return sorted(out, key=lambda n: n.name)

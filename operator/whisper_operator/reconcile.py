@@ -1,69 +1,43 @@
 """Level-based reconcile of one WhisperEndpoint: read the world, compute the pure desired state, apply, report.
 
-Called from every trigger (the CR's own events, its children's events, probe pods, the periodic resync), always with
+Called from every trigger (the CR's own events, its children's events, probe pods, the periodic timer), always with
 the same outcome for the same world: children are server-side applied (a no-op when nothing differs), and the status
-is written only when it changes.
+is written only when it changes. Nodes come from the caller (kopf's node index), not from a list per reconcile.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
-from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from . import GROUP, MANAGED_BY, PLURAL, VERSION, manifests, probe
 from .config import OperatorSettings
 from .errors import SpecError
+from .kube import Kube
 from .nodes import candidate_nodes
-from .profile import compute_profile
+from .probe_store import ProbeStore
+from .profile import Profile, StickyClass, compute_profile
+from .spec import EndpointSpec, parse_spec
 from .status import build_status, changed
 
 log = logging.getLogger(__name__)
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
+T = TypeVar("T")
 
-# (body, type, reason, message) -> None; kopf.event in the operator, a list in tests
-EventSink = Callable[[dict, str, str, str], None]
+# (body, type, reason, message) -> None; an EventRecorder in the operator, a list in tests
+EventSink = Callable[[dict[str, Any], str, str, str], None]
 
 
 class Transient(Exception):
-    """A failure worth retrying (API unavailable, conflicts that did not resolve)."""
-
-
-@dataclass
-class Kube:
-    api: client.ApiClient
-
-    def __post_init__(self):
-        self.core = client.CoreV1Api(self.api)
-        self.apps = client.AppsV1Api(self.api)
-        self.batch = client.BatchV1Api(self.api)
-        self.custom = client.CustomObjectsApi(self.api)
-
-    def plain(self, obj) -> dict:
-        return self.api.sanitize_for_serialization(obj)
-
-
-@dataclass
-class ProbeCache:
-    """node name -> (node uid, answer). Answers are {"major", "minor", ...} or {"error": ...}."""
-
-    entries: dict[str, tuple[str, dict]] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def answers(self, nodes: list[dict]) -> dict[str, dict]:
-        uids = {n["metadata"]["name"]: n["metadata"].get("uid") for n in nodes}
-        with self.lock:
-            return {name: ans for name, (uid, ans) in self.entries.items() if uids.get(name) == uid}
-
-    def put(self, name: str, uid: str, answer: dict) -> None:
-        with self.lock:
-            self.entries[name] = (uid, answer)
+    """A failure worth retrying (API unavailable, conflicts that did not resolve, a request that timed out)."""
 
 
 _locks: dict[tuple[str, str], threading.Lock] = {}
@@ -75,7 +49,7 @@ def _lock(namespace: str, name: str) -> threading.Lock:
         return _locks.setdefault((namespace, name), threading.Lock())
 
 
-def _retry_conflicts(fn, attempts: int = 5):
+def _retry_conflicts(fn: Callable[[], T], attempts: int = 5) -> T:
     for i in range(attempts):
         try:
             return fn()
@@ -83,15 +57,24 @@ def _retry_conflicts(fn, attempts: int = 5):
             if e.status != 409 or i == attempts - 1:
                 raise
             time.sleep(0.2 * (i + 1))
+    raise AssertionError("unreachable")
 
 
 class Reconciler:
-    def __init__(self, kube: Kube, settings: OperatorSettings, emit: EventSink, cache: ProbeCache | None = None):
-        self.kube, self.settings, self.emit = kube, settings, emit
-        self.cache = cache or ProbeCache()
+    def __init__(
+        self,
+        kube: Kube,
+        settings: OperatorSettings,
+        emit: EventSink,
+        store: ProbeStore | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.kube, self.settings, self.emit, self.clock = kube, settings, emit, clock
+        self.store = store or ProbeStore(kube.core, settings.own_namespace)
+        self._pdb_version: str | None = None
 
     # ---- reads -------------------------------------------------------------------------------------------------
-    def _get_endpoint(self, namespace: str, name: str) -> dict | None:
+    def _get_endpoint(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
             return self.kube.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
         except ApiException as e:
@@ -99,7 +82,7 @@ class Reconciler:
                 return None
             raise
 
-    def _get(self, read, name: str, namespace: str) -> dict | None:
+    def _get(self, read: Callable[[str, str], Any], name: str, namespace: str) -> dict[str, Any] | None:
         try:
             return self.kube.plain(read(name, namespace))
         except ApiException as e:
@@ -108,16 +91,15 @@ class Reconciler:
             raise
 
     # ---- probes ------------------------------------------------------------------------------------------------
-    def _probe(self, body: dict, node: dict) -> str:
-        """'pending' or 'answered' for a node without GPU labels; runs/reads its NVML probe Job."""
-        ns = body["metadata"]["namespace"]
+    def _probe(self, body: dict[str, Any], node: dict[str, Any]) -> bool:
+        """Advance the NVML probe of one unlabeled node; True while it is still running."""
+        ns = self.settings.own_namespace
         name, uid = node["metadata"]["name"], node["metadata"].get("uid", "")
-        job_name = probe.job_name(name)
+        job_name = probe.job_name(name, uid)
         job = self._get(self.kube.batch.read_namespaced_job, job_name, ns)
         if job is None:
-            manifest = probe.job_manifest(
-                name, ns, self.settings.probe_image or self.settings.default_image, body["spec"].get("tolerations")
-            )
+            image = self.settings.probe_image or self.settings.default_image
+            manifest = probe.job_manifest(name, uid, ns, image, int(self.settings.probe_timeout_seconds))
             try:
                 self.kube.batch.create_namespaced_job(ns, manifest)
             except ApiException as e:
@@ -127,25 +109,39 @@ class Reconciler:
                 body,
                 "Normal",
                 "ProbingGPU",
-                f"node {name} has no GPU Feature Discovery labels: running NVML probe Job {job_name}",
+                f"node {name} has no GPU Feature Discovery labels: running NVML probe Job {ns}/{job_name}",
             )
-            return "pending"
-        pods = self.kube.plain(self.kube.core.list_namespaced_pod(ns, label_selector=f"job-name={job_name}")).get(
-            "items", []
-        )
+            return True
+        pods = self.kube.list_all(self.kube.core.list_namespaced_pod, ns, label_selector=f"job-name={job_name}")
         answer = probe.read_pods(pods)
         if answer is None:
             failure = probe.job_failed(job)
             started = (job.get("metadata") or {}).get("creationTimestamp")
-            age = time.time() - _epoch(started) if started else 0
-            if failure is None and age > self.settings.probe_timeout_seconds:
+            age = self.clock() - _epoch(started) if started else 0.0
+            # activeDeadlineSeconds ends the Job; this backstop covers a Job controller that is behind
+            if failure is None and age > 2 * self.settings.probe_timeout_seconds:
                 failure = f"no answer after {int(age)}s"
             if failure is None:
-                return "pending"
+                return True
             answer = {"error": failure}
-        self.cache.put(name, uid, answer)
         if "error" in answer:
-            self.emit(body, "Warning", "ProbeFailed", f"NVML probe on node {name} failed: {answer['error']}")
+            answer = probe.failed_answer(
+                self.store.answers().get(uid), answer["error"], self.clock(), self.settings.probe_retry_seconds
+            )
+        self.store.put(uid, name, answer)
+        try:  # the answer is stored: the Job and its pod have done their work
+            self.kube.batch.delete_namespaced_job(job_name, ns, propagation_policy="Background")
+        except ApiException as e:
+            if e.status != 404:
+                raise
+        if "error" in answer:
+            self.emit(
+                body,
+                "Warning",
+                "ProbeFailed",
+                f"NVML probe on node {name} failed (attempt {answer['attempts']}, retried in "
+                f"{int(answer['retryAt'] - self.clock())}s): {answer['error']}",
+            )
         else:
             self.emit(
                 body,
@@ -154,89 +150,148 @@ class Reconciler:
                 f"node {name}: compute capability "
                 f"{answer['major']}.{answer['minor']} ({answer.get('product', 'unknown product')})",
             )
-        return "answered"
+        return False
+
+    def _probe_unknown(self, body: dict[str, Any], spec: EndpointSpec, nodes: list[dict[str, Any]]) -> list[str]:
+        """Probe the candidates whose GPU is unknown (one Job per node, whichever endpoint asks first); the names
+        of those still running. The rest of the pool does not wait for them."""
+        if not self.settings.probe_enabled:
+            return []
+        answers = self.store.answers()
+        by_uid = {n["metadata"].get("uid", ""): n for n in nodes}
+        pending = []
+        for c in candidate_nodes(spec, nodes, answers):
+            if c.cc is None and probe.due(answers.get(c.uid), self.clock()) and c.uid in by_uid:
+                if self._probe(body, by_uid[c.uid]):
+                    pending.append(c.name)
+        return pending
 
     # ---- the reconcile -----------------------------------------------------------------------------------------
-    def reconcile(self, namespace: str, name: str) -> dict | None:
-        """Returns the status written (or that would be), None when the endpoint is gone."""
+    def reconcile(self, namespace: str, name: str, nodes: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """Returns the status written (or that would be), None when the endpoint is gone. ``nodes``: every node of
+        the cluster (the operator's node index)."""
         with _lock(namespace, name):
             try:
-                return self._reconcile(namespace, name)
+                return self._reconcile(namespace, name, nodes)
             except ApiException as e:
                 if e.status in (409, 429) or e.status >= 500:
                     raise Transient(f"{e.status} {e.reason}") from e
                 raise
+            except (TimeoutError, OSError) as e:  # urllib3 timeouts and connection errors are OSErrors
+                raise Transient(repr(e)) from e
 
-    def _reconcile(self, namespace: str, name: str) -> dict | None:
+    def _reconcile(self, namespace: str, name: str, nodes: list[dict[str, Any]]) -> dict[str, Any] | None:
         body = self._get_endpoint(namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return None
-        spec = body.get("spec") or {}
-        nodes = self.kube.plain(self.kube.core.list_node()).get("items", [])
-        cands = candidate_nodes(spec, nodes, self.cache.answers(nodes))
-        pending: list[str] = []
-        if self.settings.probe_enabled:
-            by_name = {n["metadata"]["name"]: n for n in nodes}
-            for c in cands:
-                if c.cc is None and c.name not in self.cache.answers(nodes):
-                    if self._probe(body, by_name[c.name]) == "pending":
-                        pending.append(c.name)
-            cands = candidate_nodes(spec, nodes, self.cache.answers(nodes))
-
-        profile, error = None, None
-        if not pending:
-            try:
-                profile = compute_profile(spec, cands, self.settings.mixed_pool_policy)
-            except SpecError as e:
-                error = e
-
         deploy = self._get(self.kube.apps.read_namespaced_deployment, name, namespace)
-        svc_port = int((spec.get("service") or {}).get("port") or 80)
-        if profile is not None:
+        profile: Profile | None = None
+        error: SpecError | None = None
+        pending: list[str] = []
+        try:
+            spec = parse_spec(body.get("spec"))
+        except SpecError as e:
+            return self._write_invalid(body, e)
+        try:
+            pending = self._probe_unknown(body, spec, nodes)
+            cands = candidate_nodes(spec, nodes, self.store.answers())
+            previous = StickyClass.from_status(body.get("status"))
+            profile = compute_profile(
+                spec,
+                cands,
+                self.settings.mixed_pool_policy,
+                previous,
+                self.clock(),
+                self.settings.class_reselect_seconds,
+            )
+        except SpecError as e:
+            error = e
+
+        if profile is not None and (error is None):
             try:
-                deploy = self._apply_children(body, profile, deploy)
+                deploy = self._apply_children(body, spec, profile, deploy)
             except ApiException as e:
                 if e.status not in (400, 422):
                     raise
                 error = SpecError("InvalidChild", f"the API server refused the Deployment/Service: {_api_message(e)}")
-        if error is not None and not _same_error(body, error):
-            self.emit(body, "Warning", error.reason, error.message)
+        elif deploy is not None:
+            # the template stays as it was (nothing safe to change it to), but scaling always works
+            deploy = self._scale(deploy, spec.replicas)
+        if error is not None and not (pending and error.reason == "NoCandidateNodes"):
+            if not _same_error(body, error):
+                self.emit(body, "Warning", error.reason, error.message)
+        elif error is not None:
+            error = None  # nothing to decide yet, but a probe may answer: not Degraded
 
         new = build_status(
             body,
+            spec,
             profile=profile if error is None else None,
             error=error,
             probe_pending=pending,
             deploy=deploy,
-            url=manifests.service_url(name, namespace, svc_port, self.settings.cluster_domain),
+            url=manifests.service_url(name, namespace, spec.service.port, self.settings.cluster_domain),
             selector=manifests.selector_string(name),
         )
-        old = body.get("status") or {}
-        if changed(old, new):
-            patch = dict(new)
-            if "profile" in old and "profile" not in new:
-                patch["profile"] = None
-            if (old.get("profile") or {}).get("dtype") != (new.get("profile") or {}).get("dtype") and profile:
-                self.emit(
-                    body,
-                    "Normal",
-                    "ProfileChosen",
-                    f"compute capability {profile.computeCapability} ({profile.gpuProduct}): dtype "
-                    f"{profile.dtype}, KV cache {profile.kvCacheDtype}, attention {profile.attentionBackend}, "
-                    f"placement {profile.placement}",
-                )
-            _retry_conflicts(
-                lambda: self.kube.custom.patch_namespaced_custom_object_status(
-                    GROUP, VERSION, namespace, PLURAL, name, {"status": patch}, _content_type=MERGE
-                )
-            )
+        self._write_status(body, new, profile if error is None else None)
         return new
 
-    def _apply_children(self, body: dict, profile, deploy: dict | None) -> dict:
+    def _write_invalid(self, body: dict[str, Any], error: SpecError) -> dict[str, Any]:
+        new = {
+            "observedGeneration": body["metadata"].get("generation") or 0,
+            "conditions": [
+                {"type": "Degraded", "status": "True", "reason": error.reason, "message": error.message},
+            ],
+        }
+        if not _same_error(body, error):
+            self.emit(body, "Warning", error.reason, error.message)
+        self._write_status(body, new, None)
+        return new
+
+    def _write_status(self, body: dict[str, Any], new: dict[str, Any], profile: Profile | None) -> None:
+        meta = body["metadata"]
+        old = body.get("status") or {}
+        if not changed(old, new):
+            return
+        patch = dict(new)
+        if "profile" in old and "profile" not in new:
+            patch["profile"] = None
+        # a merge patch keeps what it does not mention: remove a nested field the new status no longer has
+        for key in ("gpuClass", "profile"):
+            if isinstance(old.get(key), dict) and isinstance(new.get(key), dict):
+                patch[key] = {**{k: None for k in old[key] if k not in new[key]}, **new[key]}
+        if profile and (old.get("profile") or {}).get("computeCapability") != profile.computeCapability:
+            self.emit(
+                body,
+                "Normal",
+                "ProfileChosen",
+                f"compute capability {profile.computeCapability} ({profile.gpuProduct}): dtype "
+                f"{profile.dtype}, KV cache {profile.kvCacheDtype}, attention {profile.attentionBackend}, "
+                f"placement {profile.placement}",
+            )
+        _retry_conflicts(
+            lambda: self.kube.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, meta["namespace"], PLURAL, meta["name"], {"status": patch}, _content_type=MERGE
+            )
+        )
+
+    def _scale(self, deploy: dict[str, Any], replicas: int) -> dict[str, Any]:
+        meta = deploy["metadata"]
+        if (deploy.get("spec") or {}).get("replicas") == replicas:
+            return deploy
+        self.kube.apps.patch_namespaced_deployment_scale(
+            meta["name"], meta["namespace"], {"spec": {"replicas": replicas}}, _content_type=MERGE
+        )
+        log.info("%s/%s: scaled to %d with the pod template frozen", meta["namespace"], meta["name"], replicas)
+        return self._get(self.kube.apps.read_namespaced_deployment, meta["name"], meta["namespace"]) or deploy
+
+    def _apply_children(
+        self, body: dict[str, Any], spec: EndpointSpec, profile: Profile, deploy: dict[str, Any] | None
+    ) -> dict[str, Any]:
         ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
-        desired = manifests.deployment(body, profile, self.settings)
+        desired = manifests.deployment(body, spec, profile, self.settings)
         before = (deploy or {}).get("metadata", {}).get("resourceVersion")
-        applied = self.kube.plain(
+        applied: dict[str, Any] = self.kube.plain(
             _retry_conflicts(
                 lambda: self.kube.apps.patch_namespaced_deployment(
                     name, ns, desired, field_manager=MANAGED_BY, force=True, _content_type=APPLY
@@ -257,39 +312,71 @@ class Reconciler:
         svc = self._get(self.kube.core.read_namespaced_service, name, ns)
         _retry_conflicts(
             lambda: self.kube.core.patch_namespaced_service(
-                name, ns, manifests.service(body), field_manager=MANAGED_BY, force=True, _content_type=APPLY
+                name, ns, manifests.service(body, spec), field_manager=MANAGED_BY, force=True, _content_type=APPLY
             )
         )
         if svc is None:
             self.emit(body, "Normal", "Created", f"created Service {name}")
+        self._apply_pdb(body, spec, deploy)
         return applied
 
+    def _pdb_api_version(self) -> str:
+        """policy/v1 where served (Kubernetes >= 1.21), else policy/v1beta1."""
+        if self._pdb_version is None:
+            groups = self.kube.plain(self.kube.apis.get_api_versions()).get("groups") or []
+            versions = [v["version"] for g in groups if g["name"] == "policy" for v in g.get("versions") or []]
+            self._pdb_version = "v1" if "v1" in versions else "v1beta1"
+        return self._pdb_version
 
-def _template_differs(old: dict, new: dict) -> bool:
+    def _apply_pdb(self, body: dict[str, Any], spec: EndpointSpec, before: dict[str, Any] | None) -> None:
+        ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        version = self._pdb_api_version()
+        if spec.replicas > 1:
+            pdb = manifests.pod_disruption_budget(body, f"policy/{version}")
+            _retry_conflicts(
+                lambda: self.kube.custom.patch_namespaced_custom_object(
+                    "policy",
+                    version,
+                    ns,
+                    "poddisruptionbudgets",
+                    name,
+                    pdb,
+                    field_manager=MANAGED_BY,
+                    force=True,
+                    _content_type=APPLY,
+                )
+            )
+            return
+        if ((before or {}).get("spec") or {}).get("replicas", 0) <= 1:
+            return  # no PDB was made for it
+        try:  # down to one pod: a PDB would block every node drain
+            self.kube.custom.delete_namespaced_custom_object("policy", version, ns, "poddisruptionbudgets", name)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+
+
+def _template_differs(old: dict[str, Any], new: dict[str, Any]) -> bool:
     return (old.get("spec") or {}).get("template") != (new.get("spec") or {}).get("template") or (
         old.get("spec") or {}
     ).get("replicas") != (new.get("spec") or {}).get("replicas")
 
 
-def _same_error(body: dict, error: SpecError) -> bool:
+def _same_error(body: dict[str, Any], error: SpecError) -> bool:
     for c in (body.get("status") or {}).get("conditions") or []:
         if c.get("type") == "Degraded":
-            return c.get("status") == "True" and c.get("reason") == error.reason
+            return bool(c.get("status") == "True" and c.get("reason") == error.reason)
     return False
 
 
 def _api_message(e: ApiException) -> str:
-    import json
-
     try:
-        return json.loads(e.body).get("message", e.reason)
+        return str(json.loads(e.body).get("message", e.reason))
     except Exception:
         return str(e.reason)
 
 
-def _epoch(ts) -> float:
-    import datetime as dt
-
+def _epoch(ts: str | dt.datetime) -> float:
     if isinstance(ts, str):
         ts = dt.datetime.fromisoformat(ts.replace("Z", "+00:00"))
     return ts.timestamp()

@@ -7,18 +7,18 @@ condition's status flips), so the handler can skip the write when nothing change
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from .errors import SpecError
 from .profile import Profile
-
-CONDITION_TYPES = ("Ready", "Progressing", "Degraded", "GPUCompatible")
+from .spec import EndpointSpec
 
 
 def now() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _cond(type_: str, status: bool | None, reason: str, message: str) -> dict:
+def _cond(type_: str, status: bool | None, reason: str, message: str) -> dict[str, Any]:
     return {
         "type": type_,
         "status": {True: "True", False: "False", None: "Unknown"}[status],
@@ -27,7 +27,7 @@ def _cond(type_: str, status: bool | None, reason: str, message: str) -> dict:
     }
 
 
-def rollout(deploy: dict | None, desired: int) -> tuple[bool, str, str]:
+def rollout(deploy: dict[str, Any] | None, desired: int) -> tuple[bool, str, str]:
     """(in progress?, reason, message) of the Deployment's rollout."""
     if deploy is None:
         return True, "Creating", "creating the Deployment"
@@ -45,7 +45,7 @@ def rollout(deploy: dict | None, desired: int) -> tuple[bool, str, str]:
     return False, "RolloutComplete", f"{desired} replica(s) up to date and available"
 
 
-def deployment_failure(deploy: dict | None) -> tuple[str, str] | None:
+def deployment_failure(deploy: dict[str, Any] | None) -> tuple[str, str] | None:
     for c in (deploy or {}).get("status", {}).get("conditions") or []:
         if c.get("type") == "ReplicaFailure" and c.get("status") == "True":
             return "ReplicaFailure", c.get("message") or ""
@@ -55,19 +55,20 @@ def deployment_failure(deploy: dict | None) -> tuple[str, str] | None:
 
 
 def build_status(
-    body: dict,
+    body: dict[str, Any],
+    spec: EndpointSpec,
     *,
     profile: Profile | None,
     error: SpecError | None,
     probe_pending: list[str] | None,
-    deploy: dict | None,
+    deploy: dict[str, Any] | None,
     url: str,
     selector: str,
-) -> dict:
-    meta, spec = body["metadata"], body.get("spec") or {}
+) -> dict[str, Any]:
+    meta = body["metadata"]
     old = body.get("status") or {}
     generation = meta.get("generation") or 0
-    desired = int(spec.get("replicas", 1))
+    desired = spec.replicas
     dst = (deploy or {}).get("status") or {}
     ready = dst.get("readyReplicas") or 0
 
@@ -77,7 +78,12 @@ def build_status(
             "Degraded",
             True,
             error.reason,
-            error.message + (" (the existing Deployment is left as it was)" if deploy else " (no Deployment created)"),
+            error.message
+            + (
+                " (the existing Deployment keeps its pod template; spec.replicas is still applied)"
+                if deploy
+                else " (no Deployment created)"
+            ),
         )
         progressing = _cond("Progressing", False, "Blocked", "fix the spec: " + error.message)
     elif probe_pending:
@@ -88,17 +94,25 @@ def build_status(
         progressing = _cond("Progressing", True, "ProbingGPU", gpu["message"])
     else:
         assert profile is not None
+        probing = f"; NVML probe pending on {', '.join(probe_pending)}" if probe_pending else ""
         gpu = _cond(
             "GPUCompatible",
             True,
-            "CapabilityResolved",
+            "ClassDeclared" if profile.placement == "Declared" else "CapabilityResolved",
             f"compute capability {profile.computeCapability} ({profile.gpuProduct}), "
             f"placement {profile.placement}: dtype {profile.dtype}, KV cache {profile.kvCacheDtype}, "
-            f"attention {profile.attentionBackend}",
+            f"attention {profile.attentionBackend}{probing}",
         )
         failure = deployment_failure(deploy)
         degraded = _cond("Degraded", True, *failure) if failure else _cond("Degraded", False, "AsExpected", "")
         busy, reason, message = rollout(deploy, desired)
+        if not profile.nodes and busy and desired > 0:
+            # an empty or autoscaled pool: the Pending pods are what asks the autoscaler for a node
+            reason = "WaitingForGPUNodes"
+            message = (
+                f"no schedulable node of compute capability {profile.computeCapability} yet: the pods stay Pending "
+                f"until one joins ({message})"
+            )
         progressing = _cond("Progressing", busy, reason, message)
 
     if desired == 0:
@@ -132,12 +146,16 @@ def build_status(
     }
     if profile is not None:
         status["profile"] = profile.status()
+        if profile.sticky is not None:
+            status["gpuClass"] = profile.sticky.status()
     elif old.get("profile") and deploy is not None:
         status["profile"] = old["profile"]  # what the running Deployment was built with
+    if "gpuClass" not in status and old.get("gpuClass") and deploy is not None:
+        status["gpuClass"] = old["gpuClass"]
     return status
 
 
-def changed(old: dict | None, new: dict) -> bool:
+def changed(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
     """Whether writing ``new`` would change the stored status (fields the operator owns only)."""
     old = old or {}
     return any(old.get(k) != v for k, v in new.items()) or ("profile" in old and "profile" not in new)

@@ -149,6 +149,10 @@ def test_default_render_golden(helm):
             ("ClusterRoleBinding", "kw-kubewhisper-operator-namespaced"),
             ("Role", "kw-kubewhisper-operator-leader"),
             ("RoleBinding", "kw-kubewhisper-operator-leader"),
+            ("Role", "kw-kubewhisper-operator-probe"),
+            ("RoleBinding", "kw-kubewhisper-operator-probe"),
+            ("ClusterRole", "kw-kubewhisper-edit"),
+            ("ClusterRole", "kw-kubewhisper-view"),
             ("Deployment", "kw-kubewhisper-operator"),
         ]
     )  # no test pod without an endpoint, no webhook, ServiceMonitor or NetworkPolicy by default
@@ -183,7 +187,7 @@ def test_default_render_golden(helm):
     env = {e["name"]: e.get("value", e.get("valueFrom")) for e in c["env"]}
     assert env["KUBEWHISPER_DEFAULT_IMAGE"] == "ghcr.io/kubewhisper/kubewhisper-inference:0.1.0"
     assert env["KUBEWHISPER_LEASE_NAME"] == "kw-kubewhisper-operator"
-    assert env["KUBEWHISPER_LEASE_NAMESPACE"] == "kubewhisper"
+    assert env["KUBEWHISPER_LEASE_NAMESPACE"] == "kubewhisper" and env["KUBEWHISPER_PROBE_NAMESPACE"] == "kubewhisper"
     assert env["KUBEWHISPER_IDENTITY"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert not any(k.startswith("KUBEWHISPER_WEBHOOK") for k in env)
 
@@ -255,34 +259,64 @@ def test_rbac_is_exactly_what_the_operator_uses(helm):
     cluster = _rules(find(docs, "ClusterRole", "kw-kubewhisper-operator-cluster"))
     namespaced = _rules(find(docs, "ClusterRole", "kw-kubewhisper-operator-namespaced"))
     leader = _rules(find(docs, "Role", "kw-kubewhisper-operator-leader"))
+    probe = _rules(find(docs, "Role", "kw-kubewhisper-operator-probe"))
     assert cluster == {
         ("", "nodes", "list", ()),
+        ("", "nodes", "watch", ()),
         ("kubewhisper.dev", "whisperendpoints", "list", ()),
         ("kubewhisper.dev", "whisperendpoints", "watch", ()),
         ("apiextensions.k8s.io", "customresourcedefinitions", "list", ()),
         ("apiextensions.k8s.io", "customresourcedefinitions", "watch", ()),
     }
     assert namespaced == {
-        *(("kubewhisper.dev", "whisperendpoints", v, ()) for v in ("get", "list", "watch")),
+        # patch: kopf adds and removes its finalizer (the resync timer needs one)
+        *(("kubewhisper.dev", "whisperendpoints", v, ()) for v in ("get", "list", "watch", "patch")),
         ("kubewhisper.dev", "whisperendpoints/status", "patch", ()),
         ("kubewhisper.dev", "whisperendpoints/finalizers", "update", ()),
         *(("apps", "deployments", v, ()) for v in ("get", "list", "watch", "create", "patch")),
+        ("apps", "deployments/scale", "patch", ()),
         *(("", "services", v, ()) for v in ("get", "list", "watch", "create", "patch")),
+        *(("policy", "poddisruptionbudgets", v, ()) for v in ("get", "create", "patch", "delete")),
+        *(("", "events", v, ()) for v in ("get", "create", "patch")),
+    }
+    # the NVML probe lives in the operator's own namespace only (issue 9, point 14)
+    assert probe == {
+        *(("batch", "jobs", v, ()) for v in ("get", "create", "delete")),
         ("", "pods", "list", ()),
-        ("", "pods", "watch", ()),
-        ("batch", "jobs", "get", ()),
-        ("batch", "jobs", "create", ()),
-        ("", "events", "create", ()),
+        ("", "configmaps", "create", ()),
+        *(("", "configmaps", v, ("kubewhisper-gpu-probes",)) for v in ("get", "patch")),
     }
     assert leader == {
         ("coordination.k8s.io", "leases", "create", ()),
         ("coordination.k8s.io", "leases", "get", ("kw-kubewhisper-operator",)),
         ("coordination.k8s.io", "leases", "update", ("kw-kubewhisper-operator",)),
     }
-    everything = cluster | namespaced | leader
+    everything = cluster | namespaced | leader | probe
     assert not any("*" in (g, r, v) for g, r, v, _ in everything)
-    assert not any(r in ("secrets", "pods/exec", "pods/attach", "configmaps") for _, r, _, _ in everything)
-    assert not any(v in ("delete", "deletecollection", "escalate", "bind", "impersonate") for _, _, v, _ in everything)
+    assert not any(r in ("secrets", "pods/exec", "pods/attach") for _, r, _, _ in everything)
+    assert not any(r == "configmaps" and v != "create" and not names for _, r, v, names in everything)
+    assert not any(v in ("deletecollection", "escalate", "bind", "impersonate") for _, _, v, _ in everything)
+    # deletes: only the probe's own finished Jobs and a PDB an endpoint scaled down to one pod no longer needs
+    assert {(r, v) for _, r, v, _ in everything if v == "delete"} == {
+        ("jobs", "delete"),
+        ("poddisruptionbudgets", "delete"),
+    }
+    assert not any("webhookconfigurations" in r for _, r, _, _ in everything)
+
+
+def test_aggregated_roles_let_namespace_users_manage_endpoints(helm):
+    docs = helm.render({})
+    edit, view = find(docs, "ClusterRole", "kw-kubewhisper-edit"), find(docs, "ClusterRole", "kw-kubewhisper-view")
+    assert edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
+    assert edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-admin"] == "true"
+    assert view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    assert ("kubewhisper.dev", "whisperendpoints", "create", ()) in _rules(edit)
+    assert {v for _, r, v, _ in _rules(view)} == {"get", "list", "watch"}
+    assert not [
+        d
+        for d in helm.render({"rbac": {"aggregateToDefaultRoles": False}})
+        if d["metadata"]["name"].endswith(("-edit", "-view"))
+    ]
 
 
 def test_rbac_follows_watch_namespaces_and_webhook(helm):
@@ -300,10 +334,23 @@ def test_rbac_follows_watch_namespaces_and_webhook(helm):
         if d["kind"] == "ClusterRoleBinding" and d["roleRef"]["name"] == "whisper-op-operator-namespaced"
     ]
     cluster = _rules(find(docs, "ClusterRole", "whisper-op-operator-cluster"))
-    assert ("admissionregistration.k8s.io", "validatingwebhookconfigurations", "create", ()) in cluster
-    assert ("admissionregistration.k8s.io", "validatingwebhookconfigurations", "patch", ("kubewhisper.dev",)) in cluster
+    # the webhook configuration is the chart's: the operator may not create or change any
+    assert not any("webhookconfigurations" in r for _, r, _, _ in cluster)
+    vwc = find(docs, "ValidatingWebhookConfiguration")
+    (hook,) = vwc["webhooks"]
+    assert hook["clientConfig"]["service"] == {
+        "namespace": "kubewhisper",
+        "name": "whisper-op-webhook",
+        "path": "/validate-endpoint",
+        "port": 8443,
+    }
+    assert hook["rules"][0]["operations"] == ["CREATE", "UPDATE"] and hook["failurePolicy"] == "Fail"
     no_leader = helm.render({"operator": {"leaderElection": {"enabled": False}}, "rbac": {"create": True}})
-    assert not [d for d in no_leader if d["kind"] in ("Role", "RoleBinding")]
+    assert not [
+        d for d in no_leader if d["kind"] in ("Role", "RoleBinding") and d["metadata"]["name"].endswith("-leader")
+    ]
+    no_probe = helm.render({"operator": {"gpuProbe": {"enabled": False}}})
+    assert not [d for d in no_probe if d["metadata"]["name"].endswith("-operator-probe")]
     assert not [d for d in helm.render({"rbac": {"create": False}}) if "Role" in d["kind"]]
 
 

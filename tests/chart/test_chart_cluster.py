@@ -22,8 +22,7 @@ import httpx
 import pytest
 import yaml
 from cluster.helpers import wait_for
-
-from helpers import free_port
+from conftest import free_port
 
 from .conftest import CHART, ROOT, find, run_test_pod_script
 
@@ -31,8 +30,12 @@ pytestmark = pytest.mark.cluster
 
 
 def install(cluster, release, namespace, values=None, *args, action="install"):
-    vf = cluster.values_file(values)
-    return cluster.helm(action, release, str(CHART), "-n", namespace, "-f", str(vf), *args, timeout=180)
+    vf = Path(f"/tmp/kubewhisper-values-{uuid.uuid4().hex[:8]}.yaml")
+    vf.write_text(yaml.safe_dump(values or {}))
+    try:
+        return cluster.helm(action, release, str(CHART), "-n", namespace, "-f", str(vf), *args, timeout=180)
+    finally:
+        vf.unlink()
 
 
 def get(cluster, *args):
@@ -108,8 +111,10 @@ def test_install_upgrade_uninstall(cluster, namespace):
     assert [h["status"] for h in history] == ["superseded", "deployed"]
 
     # a bad value fails the upgrade with the schema's message, and the release stays as it was
-    bad = cluster.values_file({"operator": {"replicas": 5}})
+    bad = Path(f"/tmp/kw-bad-{uuid.uuid4().hex[:6]}.yaml")
+    bad.write_text("operator: {replicas: 5}\n")
     p = cluster.helm("upgrade", name, str(CHART), "-n", ns, "-f", str(bad), check=False)
+    bad.unlink()
     assert p.returncode != 0 and "operator.replicas: Must be less than or equal to 1" in p.stderr
     assert len(json.loads(cluster.helm("history", name, "-n", ns, "-o", "json").stdout)) == 2
 
@@ -142,6 +147,7 @@ def test_full_values_pass_server_side_validation(cluster, helm):
 # (verb, resource[/name][#subresource], namespace: None for cluster scope / all namespaces, RELEASE for the chart's)
 ALLOWED = [
     ("list", "nodes", None),
+    ("watch", "nodes", None),
     ("list", "whisperendpoints.kubewhisper.dev", None),
     ("watch", "whisperendpoints.kubewhisper.dev", None),
     ("get", "whisperendpoints.kubewhisper.dev", "any-ns"),
@@ -149,9 +155,15 @@ ALLOWED = [
     ("create", "deployments.apps", "any-ns"),
     ("patch", "deployments.apps", "any-ns"),
     ("patch", "services", "any-ns"),
-    ("create", "jobs.batch", "any-ns"),
-    ("list", "pods", "any-ns"),
+    ("patch", "whisperendpoints.kubewhisper.dev", "any-ns"),
+    ("patch", "deployments.apps#scale", "any-ns"),
+    ("patch", "poddisruptionbudgets.policy", "any-ns"),
+    ("create", "jobs.batch", "RELEASE"),
+    ("delete", "jobs.batch", "RELEASE"),
+    ("list", "pods", "RELEASE"),
+    ("get", "configmaps/kubewhisper-gpu-probes", "RELEASE"),
     ("create", "events", "any-ns"),
+    ("patch", "events", "any-ns"),
     ("list", "customresourcedefinitions.apiextensions.k8s.io", None),
 ]
 DENIED = [
@@ -161,6 +173,9 @@ DENIED = [
     ("create", "pods#exec", "any-ns"),
     ("create", "pods#attach", "any-ns"),
     ("create", "pods", "any-ns"),
+    ("list", "pods", "any-ns"),
+    ("create", "jobs.batch", "any-ns"),
+    ("get", "configmaps/other", "RELEASE"),
     ("delete", "deployments.apps", "any-ns"),
     ("delete", "whisperendpoints.kubewhisper.dev", "any-ns"),
     ("update", "whisperendpoints.kubewhisper.dev", "any-ns"),
@@ -228,6 +243,7 @@ def test_operator_runs_under_the_charts_identity(cluster, release, namespace, tm
                 **os.environ,
                 **env,
                 "KUBECONFIG": str(kubeconfig),
+                "PYTHONPATH": f"{ROOT / 'inference'}:{ROOT / 'operator'}",
             },
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -238,11 +254,9 @@ def test_operator_runs_under_the_charts_identity(cluster, release, namespace, tm
         for f in ("endpoint-t4.yaml", "endpoint-h100.yaml"):
             cluster.kubectl("apply", "-n", namespace, "-f", str(ROOT / "operator/examples" / f))
         for name, dtype in (("whisper-t4", "half"), ("whisper-h100", "bfloat16")):
-            we = wait_for(lambda name=name: _profiled(cluster, namespace, name), 60, what=f"{name} profile")
+            we = wait_for(lambda n=name: _profiled(cluster, namespace, n), 60, what=f"{name} profile")
             assert we["status"]["profile"]["dtype"] == dtype, we["status"]
-            d = wait_for(
-                lambda name=name: get(cluster, "deployment", name, "-n", namespace), 30, what=f"Deployment {name}"
-            )
+            d = wait_for(lambda n=name: get(cluster, "deployment", n, "-n", namespace), 30, what=f"Deployment {name}")
             assert d["metadata"]["ownerReferences"][0]["name"] == name
             assert get(cluster, "service", name, "-n", namespace)
         lease = get(cluster, "lease", release["lease"], "-n", release["namespace"])

@@ -59,12 +59,16 @@ def api(control_plane):
     return client.ApiClient()
 
 
-def _node(name: str, pool: str, labels: dict[str, str], gpus: int = 8) -> dict:
+def _node(name: str, pool: str, labels: dict[str, str], gpus: int = 8, taints: list | None = None) -> dict:
     cap = {"cpu": "64", "memory": "512Gi", "pods": "110", "nvidia.com/gpu": str(gpus)}
     return {
         "apiVersion": "v1",
         "kind": "Node",
-        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, "pool": pool, **labels}},
+        "metadata": {
+            "name": name,
+            "labels": {"kubernetes.io/hostname": name, "kubernetes.io/arch": "amd64", "pool": pool, **labels},
+        },
+        "spec": {"taints": taints or []},
         "status": {
             "capacity": cap,
             "allocatable": cap,
@@ -109,6 +113,32 @@ NODES = [
         "mixed",
         {f"{GPU}.product": "NVIDIA-H100-80GB-HBM3", f"{GPU}.compute.major": "9", f"{GPU}.compute.minor": "0"},
         gpus=4,
+    ),
+    # GKE: GPU nodes tainted nvidia.com/gpu=present:NoSchedule (ExtendedResourceToleration is not enabled here)
+    _node(
+        "gke-l4-1",
+        "gke",
+        {f"{GPU}.product": "NVIDIA-L4", f"{GPU}.compute.major": "8", f"{GPU}.compute.minor": "9"},
+        taints=[{"key": GPU, "value": "present", "effect": "NoSchedule"}],
+    ),
+    # "A10" must select the A10 and not the A100 (which has more GPUs, so a substring match would pin to it)
+    _node(
+        "ampere-a100",
+        "ampere",
+        {f"{GPU}.product": "NVIDIA-A100-SXM4-80GB", f"{GPU}.compute.major": "8", f"{GPU}.compute.minor": "0"},
+    ),
+    _node(
+        "ampere-a10",
+        "ampere",
+        {f"{GPU}.product": "NVIDIA-A10", f"{GPU}.compute.major": "8", f"{GPU}.compute.minor": "6"},
+        gpus=2,
+    ),
+    # a right-sized pool: one GPU, so a rollout that surges can never schedule its new pod
+    _node(
+        "full-1",
+        "full",
+        {f"{GPU}.product": "Tesla-T4", f"{GPU}.compute.major": "7", f"{GPU}.compute.minor": "5"},
+        gpus=1,
     ),
 ]
 

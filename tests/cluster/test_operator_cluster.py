@@ -26,6 +26,7 @@ from .helpers import (
 
 pytestmark = pytest.mark.cluster
 MODEL = "openai/whisper-large-v3"
+OPERATOR_NS = "default"  # KUBEWHISPER_LEASE_NAMESPACE in conftest.OPERATOR_ENV: probes run there
 
 
 def test_env_per_pool(api, operator, namespace):
@@ -45,8 +46,10 @@ def test_env_per_pool(api, operator, namespace):
     h100_dep = wait_for(lambda: deployment(api, namespace, "h100"), what="h100 deployment")
     h100 = env_of(h100_dep)
     assert (h100["DTYPE"], h100["VLLM_ATTENTION_BACKEND"]) == ("bfloat16", "FLASH_ATTN")
-    api_key = [e for e in h100_dep.spec.template.spec.containers[0].env if e.name == "API_KEY"][0]
-    assert api_key.value_from.secret_key_ref.name == "key"
+    # the API key is a mounted Secret file the server re-reads (rotation without a restart)
+    assert env_of(h100_dep)["API_KEY_FILE"] == "/var/run/secrets/kubewhisper/api-key"
+    key_volume = [v for v in h100_dep.spec.template.spec.volumes if v.name == "api-key"][0]
+    assert key_volume.secret.secret_name == "key"
     assert h100_dep.spec.template.spec.containers[0].resources.limits["nvidia.com/gpu"] == "1"
     assert h100_dep.metadata.owner_references[0].kind == "WhisperEndpoint"
     a10g = env_of(wait_for(lambda: deployment(api, namespace, "a10g"), what="a10g deployment"))
@@ -231,14 +234,14 @@ def test_nvml_probe_path(api, operator, namespace):
     )
     assert condition(body, "Progressing")["reason"] == "ProbingGPU"
     core = client.CoreV1Api(api)
+    # the probe runs in the operator's own namespace (its Lease namespace here), not the endpoint's
+    probes = "app.kubernetes.io/component=gpu-probe,kubewhisper.dev/gpu-probe-node=bare-1"
+    assert not core.list_namespaced_pod(namespace, label_selector="app.kubernetes.io/component=gpu-probe").items
     pod = wait_for(
-        lambda: [
-            p
-            for p in core.list_namespaced_pod(namespace, label_selector="app.kubernetes.io/component=gpu-probe").items
-            if p.spec.node_name
-        ],
+        lambda: [p for p in core.list_namespaced_pod(OPERATOR_NS, label_selector=probes).items if p.spec.node_name],
         what="probe pod bound",
     )[0]
+    job_name = pod.metadata.labels["job-name"]
     assert pod.spec.node_name == "bare-1"
     assert pod.spec.containers[0].command == ["python", "-m", "whisper_inference.gpu_probe"]
     assert pod.spec.containers[0].resources.limits["nvidia.com/gpu"] == "1"
@@ -248,7 +251,7 @@ def test_nvml_probe_path(api, operator, namespace):
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     core.patch_namespaced_pod_status(
         pod.metadata.name,
-        namespace,
+        OPERATOR_NS,
         {
             "status": {
                 "phase": "Succeeded",
@@ -280,5 +283,18 @@ def test_nvml_probe_path(api, operator, namespace):
     )
     assert body["status"]["profile"]["computeCapability"] == "8.0"
     assert "A100" in body["status"]["profile"]["gpuProduct"]
-    assert body["status"]["profile"]["placement"] == "AllCandidates"  # the nodeSelector already isolates it
+    assert body["status"]["profile"]["placement"] == "Pinned"  # by node name: a probed node has no GPU labels
     assert any(e.reason == "ProbedGPU" for e in client.CoreV1Api(api).list_namespaced_event(namespace).items)
+    # the answer is persisted by node uid and the finished Job is deleted
+    uid = core.read_node("bare-1").metadata.uid
+    answers = core.read_namespaced_config_map("kubewhisper-gpu-probes", OPERATOR_NS).data
+    assert json.loads(answers[uid])["major"] == 8
+
+    def job_gone():
+        try:
+            client.BatchV1Api(api).read_namespaced_job(job_name, OPERATOR_NS)
+            return False
+        except ApiException as e:
+            return e.status == 404
+
+    wait_for(job_gone, what="the finished probe Job deleted")

@@ -11,6 +11,7 @@ import yaml
 from whisper_operator import attention
 from whisper_operator.nodes import GpuNode
 from whisper_operator.profile import compute_profile
+from whisper_operator.spec import parse_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 CCS = [(7, 0), (7, 5), (8, 0), (8, 6), (8, 9), (9, 0), (10, 0)]
@@ -22,8 +23,8 @@ def _emitted() -> set[tuple[str, tuple[int, int]]]:
     for cc, dtype, kv, backend in itertools.product(
         CCS, ["auto", "half", "bfloat16", "float32"], ["auto", "fp8", "fp16", "fp32"], attention.CHOICES
     ):
-        spec = {"model": "m", "dtype": dtype, "kvCacheDtype": kv, "attentionBackend": backend}
-        node = GpuNode("n", {}, 1, cc=cc, cc_source="labels")
+        spec = parse_spec({"model": "m", "dtype": dtype, "kvCacheDtype": kv, "attentionBackend": backend})
+        node = GpuNode("n", {}, 1, cc=cc)
         try:
             p = compute_profile(spec, [node])
         except Exception:

@@ -12,6 +12,7 @@ from whisper_operator.errors import SpecError
 from whisper_operator.manifests import deployment, merge_affinity, service
 from whisper_operator.probe import job_manifest, job_name, parse_message, read_pods
 from whisper_operator.profile import Profile
+from whisper_operator.spec import parse_spec
 from whisper_operator.status import build_status, changed
 
 pytestmark = pytest.mark.unit
@@ -25,8 +26,9 @@ PROFILE = Profile(
     False,
     "Pinned",
     ["t4"],
-    pin={"matchExpressions": [{"key": "nvidia.com/gpu.compute.major", "operator": "In", "values": ["7"]}]},
+    pin=[{"matchExpressions": [{"key": "nvidia.com/gpu.compute.major", "operator": "In", "values": ["7"]}]}],
 )
+ARCH = {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]}
 
 
 def body(**spec):
@@ -40,7 +42,6 @@ def body(**spec):
 
 def test_deployment_env_resources_probes_security():
     b = body(
-        gpu={"count": 2},
         languageForce="en",
         maxAudioSeconds=600,
         windowSeconds=25,
@@ -49,19 +50,21 @@ def test_deployment_env_resources_probes_security():
         resources={"limits": {"memory": "16Gi"}},
         env=[{"name": "DTYPE", "value": "float32"}, {"name": "X", "value": "1"}],
     )
-    d = deployment(b, PROFILE, S)
+    d = deployment(b, parse_spec(b["spec"]), PROFILE, S)
     c = d["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e.get("value", e.get("valueFrom")) for e in c["env"]}
     assert env["MODEL_ID"] == "openai/whisper-small" and env["SERVED_MODEL_NAME"] == "openai/whisper-small"
     assert env["DTYPE"] == "float32"  # spec.env applied last
     assert [e["name"] for e in c["env"]][-2:] == ["DTYPE", "X"]
     assert env["VLLM_ATTENTION_BACKEND"] == "TRITON_ATTN" and env["VLLM_USE_FLASHINFER"] == "0"
-    assert env["API_KEY"] == {"secretKeyRef": {"name": "s", "key": "api-key", "optional": False}}
+    # the key is a mounted file (rotation without a restart), never an env value
+    assert "API_KEY" not in env and env["API_KEY_FILE"] == "/var/run/secrets/kubewhisper/api-key"
     assert env["LANGUAGE_FORCE"] == "en" and env["MAX_AUDIO_SECONDS"] == "600"
     assert env["WHISPER_WINDOW_SECONDS"] == "25" and env["HF_HOME"] == "/models" and env["PORT"] == "8080"
-    assert c["resources"]["limits"] == {"memory": "16Gi", "nvidia.com/gpu": "2"}
-    assert c["resources"]["requests"]["nvidia.com/gpu"] == "2"
-    assert c["startupProbe"]["httpGet"]["path"] == "/health"
+    assert c["resources"]["limits"] == {"memory": "16Gi", "nvidia.com/gpu": "1"}
+    # memory: request = limit (the API server's rule); cpu: the default request (never BestEffort)
+    assert c["resources"]["requests"] == {"cpu": "2", "nvidia.com/gpu": "1"}
+    assert c["startupProbe"]["httpGet"]["path"] == "/ready"
     assert c["startupProbe"]["failureThreshold"] * c["startupProbe"]["periodSeconds"] >= 1800
     assert c["readinessProbe"]["httpGet"]["path"] == "/ready" and c["livenessProbe"]["httpGet"]["path"] == "/health"
     assert c["securityContext"]["allowPrivilegeEscalation"] is False
@@ -71,7 +74,7 @@ def test_deployment_env_resources_probes_security():
         pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
     )
     assert pod["terminationGracePeriodSeconds"] == S.termination_grace_seconds
-    assert {v["name"] for v in pod["volumes"]} == {"dshm", "model-cache"}
+    assert {v["name"] for v in pod["volumes"]} == {"dshm", "model-cache", "api-key"}
     assert d["metadata"]["ownerReferences"][0] == {
         "apiVersion": "kubewhisper.dev/v1alpha1",
         "kind": "WhisperEndpoint",
@@ -81,7 +84,7 @@ def test_deployment_env_resources_probes_security():
         "blockOwnerDeletion": True,
     }
     terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
-    assert terms == [PROFILE.pin]
+    assert terms == [{"matchExpressions": [*PROFILE.pin[0]["matchExpressions"], ARCH]}]
 
 
 def test_pin_is_anded_into_every_user_term():
@@ -109,7 +112,8 @@ def test_pin_is_anded_into_every_user_term():
 
 
 def test_service():
-    s = service(body(service={"type": "NodePort", "port": 8000}))
+    b = body(service={"type": "NodePort", "port": 8000})
+    s = service(b, parse_spec(b["spec"]))
     assert s["spec"]["type"] == "NodePort" and s["spec"]["ports"][0]["port"] == 8000
     assert s["spec"]["ports"][0]["targetPort"] == "http"
 
@@ -117,7 +121,7 @@ def test_service():
 def _status(b, **kw):
     args = {"profile": None, "error": None, "probe_pending": None, "deploy": None, "url": "u", "selector": "s"}
     args.update(kw)
-    return build_status(b, **args)
+    return build_status(b, parse_spec(b["spec"]), **args)
 
 
 def cond(st, t):
@@ -131,6 +135,11 @@ def test_status_conditions():
     assert cond(st, "GPUCompatible")["status"] == "False" and cond(st, "Ready")["status"] == "False"
     st = _status(b, probe_pending=["n1"])
     assert cond(st, "GPUCompatible")["status"] == "Unknown" and cond(st, "Progressing")["reason"] == "ProbingGPU"
+    # an empty pool with a declared class: Progressing says why the pods are Pending, not Degraded
+    declared = Profile("9.0", "H100", "bfloat16", "auto", "FLASH_ATTN", False, "Declared", [])
+    st = _status(b, profile=declared, deploy={"metadata": {}, "status": {}})
+    assert cond(st, "Progressing")["reason"] == "WaitingForGPUNodes" and cond(st, "Degraded")["status"] == "False"
+    assert cond(st, "GPUCompatible")["reason"] == "ClassDeclared"
     dep = {
         "metadata": {"generation": 2},
         "status": {
@@ -154,8 +163,11 @@ def test_status_conditions():
 
 
 def test_probe_job_and_answers():
-    j = job_manifest("Node_A.example", "ns", "img:1")
-    assert j["metadata"]["name"] == job_name("Node_A.example") and len(j["metadata"]["name"]) <= 63
+    j = job_manifest("Node_A.example", "uid-1", "kubewhisper-system", "img:1", 300)
+    assert j["metadata"]["name"] == job_name("Node_A.example", "uid-1") and len(j["metadata"]["name"]) <= 63
+    assert j["metadata"]["namespace"] == "kubewhisper-system" and j["spec"]["activeDeadlineSeconds"] == 300
+    # a replaced node (same name, new uid) gets a Job of its own
+    assert job_name("Node_A.example", "uid-2") != job_name("Node_A.example", "uid-1")
     c = j["spec"]["template"]["spec"]["containers"][0]
     assert c["command"] == ["python", "-m", "whisper_inference.gpu_probe"]
     assert c["resources"]["limits"]["nvidia.com/gpu"] == "1"
@@ -175,9 +187,9 @@ def test_settings_validated(monkeypatch):
     for key in [k for k in os.environ if k.startswith("KUBEWHISPER_")]:
         monkeypatch.delenv(key)
     assert OperatorSettings(_env_file=None).resync_seconds == 30
-    with pytest.raises(ValidationError, match="resync_seconds"):
+    with pytest.raises(ValidationError):
         OperatorSettings(resync_seconds=0)
-    with pytest.raises(ValidationError, match="mixed_pool_policy"):
+    with pytest.raises(ValidationError):
         OperatorSettings(mixed_pool_policy="Random")
     with pytest.raises(ValueError):
         OperatorSettings(webhook_enabled=True).check()

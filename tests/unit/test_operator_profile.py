@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from whisper_operator.errors import NoCandidateNodes, SpecError
+from whisper_operator.errors import SpecError
 from whisper_operator.gpu_catalog import compute_capability_for_product
 from whisper_operator.nodes import candidate_nodes
 from whisper_operator.profile import compute_profile
+from whisper_operator.spec import parse_spec
 
 pytestmark = pytest.mark.unit
 G = "nvidia.com/gpu"
@@ -34,8 +35,17 @@ CPU = node("cpu", {"pool": "t4"}, gpus=0)
 
 
 def profile(spec, nodes, probed=None, policy="Pin"):
-    spec = {"model": "m", **spec}
-    return compute_profile(spec, candidate_nodes(spec, nodes, probed), policy)
+    typed = parse_spec({"model": "m", **spec})
+    return compute_profile(typed, candidate_nodes(typed, nodes, probed), policy)
+
+
+def exact(major, minor):
+    return {
+        "matchExpressions": [
+            {"key": f"{G}.compute.major", "operator": "In", "values": [major]},
+            {"key": f"{G}.compute.minor", "operator": "In", "values": [minor]},
+        ]
+    }
 
 
 @pytest.mark.parametrize(
@@ -66,7 +76,8 @@ def test_turing_gets_half_fp16_triton():
         "VLLM_ATTENTION_BACKEND": "TRITON_ATTN",
         "VLLM_USE_FLASHINFER": "0",
     }
-    assert p.computeCapability == "7.5" and p.placement == "AllCandidates" and p.pin is None
+    # pinned by the GFD labels even when the pool has one class: a bf16 pod never lands on a T4 that joins later
+    assert p.computeCapability == "7.5" and p.placement == "Pinned" and p.pin == [exact("7", "5")]
 
 
 def test_hopper_gets_bfloat16_flash_attn():
@@ -77,9 +88,10 @@ def test_hopper_gets_bfloat16_flash_attn():
 def test_product_label_only_maps_and_probe_answers():
     assert profile({"nodeSelector": {"pool": "l4"}}, [L4]).computeCapability == "8.9"
     spec = {"nodeSelector": {"pool": "bare"}}
-    with pytest.raises(NoCandidateNodes):
+    with pytest.raises(SpecError) as err:
         profile(spec, [BARE])
-    p = profile(spec, [BARE], probed={"bare": {"major": 8, "minor": 0, "product": "NVIDIA A100"}})
+    assert err.value.reason == "NoCandidateNodes"
+    p = profile(spec, [BARE], probed={"bare-uid": {"major": 8, "minor": 0, "product": "NVIDIA A100"}})
     assert p.dtype == "bfloat16" and p.gpuProduct == "NVIDIA A100"
 
 
@@ -111,28 +123,35 @@ def test_explicit_values_win_or_fail():
 def test_mixed_pool_pin_and_safest():
     p = profile({}, [T4, H100])
     assert p.placement == "Pinned" and p.nodes == ["h100"] and p.dtype == "bfloat16"
-    assert {e["key"]: e["values"] for e in p.pin["matchExpressions"]} == {
-        f"{G}.compute.major": ["9"],
-        f"{G}.compute.minor": ["0"],
-    }
+    assert p.pin == [exact("9", "0")]
     s = profile({"gpu": {"mixedPoolPolicy": "SafestCommon"}}, [T4, H100])
-    assert s.placement == "SafestCommon" and s.dtype == "half" and s.pin is None
+    assert s.placement == "SafestCommon" and s.dtype == "half" and s.nodes == ["h100", "t4"]
+    # every class at or above 7.5, by the GFD labels
+    assert s.pin == [
+        {"matchExpressions": [{"key": f"{G}.compute.major", "operator": "Gt", "values": ["7"]}]},
+        {
+            "matchExpressions": [
+                {"key": f"{G}.compute.major", "operator": "In", "values": ["7"]},
+                {"key": f"{G}.compute.minor", "operator": "Gt", "values": ["4"]},
+            ]
+        },
+    ]
     # an explicit bfloat16 narrows a mixed pool to the capable class instead of failing
     b = profile({"dtype": "bfloat16", "gpu": {"mixedPoolPolicy": "SafestCommon"}}, [T4, H100])
-    assert b.nodes == ["h100"] and b.pin is not None
+    assert b.nodes == ["h100"] and b.pin
 
 
 def test_pins_by_product_or_name_when_compute_labels_are_missing():
     p = profile({}, [L4, A100])  # one GPU each, tie -> higher CC (8.9)
-    assert p.pin == {"matchExpressions": [{"key": f"{G}.product", "operator": "In", "values": ["NVIDIA-L4"]}]}
-    q = profile({}, [BARE, A100], probed={"bare": {"major": 9, "minor": 0}})
-    assert q.pin == {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["bare"]}]}
+    assert p.pin == [{"matchExpressions": [{"key": f"{G}.product", "operator": "In", "values": ["NVIDIA-L4"]}]}]
+    q = profile({}, [BARE, A100], probed={"bare-uid": {"major": 9, "minor": 0}})
+    assert q.pin == [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["bare"]}]}]
 
 
 def test_gpu_product_and_min_cc_filters():
     assert profile({"gpu": {"product": "h100"}}, [T4, H100]).nodes == ["h100"]
     with pytest.raises(SpecError) as err:
-        profile({"gpu": {"product": "B200"}}, [T4, H100])
+        profile({"gpu": {"product": "X9000"}}, [T4, H100])
     assert err.value.reason == "ProductNotFound"
     with pytest.raises(SpecError) as err:
         profile({"gpu": {"minComputeCapability": "8.0"}}, [T4])
@@ -147,8 +166,9 @@ def test_candidates_respect_selector_affinity_taints_and_gpu_count():
     )
     cordoned = node("cordoned", {f"{G}.compute.major": "9"}, unschedulable=True)
 
-    def names(spec: dict) -> list[str]:
-        return [n.name for n in candidate_nodes(spec, [T4, H100, CPU, tainted, cordoned])]
+    def names(spec):
+        typed = parse_spec({"model": "m", **spec})
+        return [n.name for n in candidate_nodes(typed, [T4, H100, CPU, tainted, cordoned])]
 
     assert names({}) == ["h100", "t4"]
     assert names({"gpu": {"count": 2}}) == ["h100"]
@@ -178,4 +198,5 @@ def test_admission_check_refuses_only_what_cannot_run():
     assert check({"model": "m", "dtype": "bfloat16"}, [T4, H100], s) is None  # narrows to the H100
     assert check({"model": "m", "dtype": "bfloat16", "nodeSelector": {"pool": "bare"}}, [BARE], s) is None  # probe
     assert check({"model": "m", "nodeSelector": {"pool": "none"}}, [T4], s) is None  # nodes may come later
-    assert "UnsupportedAttentionBackend" in check({"model": "m", "attentionBackend": "X"}, [], s)
+    # an enum the CRD would refuse (the webhook sees what the schema already checked; this is belt and braces)
+    assert "attentionBackend" in check({"model": "m", "attentionBackend": "X"}, [], s)
