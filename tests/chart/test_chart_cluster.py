@@ -243,7 +243,6 @@ def test_operator_runs_under_the_charts_identity(cluster, release, namespace, tm
                 **os.environ,
                 **env,
                 "KUBECONFIG": str(kubeconfig),
-                "PYTHONPATH": f"{ROOT / 'inference'}:{ROOT / 'operator'}",
             },
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
 import pytest
 
@@ -280,11 +279,7 @@ def test_kopf_watches_only_the_operators_children_server_side():
 def test_the_operator_has_no_per_reconcile_node_list_and_no_cluster_wide_pod_watch():
     """Nodes come from one kopf index; probe pods are read in the operator's namespace only. Checked in a fresh
     interpreter: importing the handlers here would fix their settings for the cluster tier's operator."""
-    import whisper_operator
-
-    where = str(Path(whisper_operator.__file__).resolve().parents[1])  # the same code, however it was found here
     script = (
-        f"import sys; sys.path.insert(0, {where!r})\n"
         "import kopf, whisper_operator.handlers\n"
         "from kopf._cogs.structs.references import Resource\n"
         "r = kopf.get_default_registry()\n"
