@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     max_concurrent_requests: int = Field(8, ge=1, validation_alias="MAX_CONCURRENT_REQUESTS")
     max_queue: int = Field(32, ge=0, validation_alias="MAX_QUEUE")
     grace_period_seconds: float = Field(30.0, ge=0, validation_alias="GRACE_PERIOD_SECONDS")
+    # vllm: one engine for GPUs and CPUs; ctranslate2: int8 on CPU, for CPU pools (engine/ct2_engine.py)
+    engine: Literal["vllm", "ctranslate2"] = Field("vllm", validation_alias="ENGINE")
+    # ctranslate2's compute threads; unset: the container's CPU limit (cgroup), else the CPUs it may run on
+    cpu_threads: int | None = Field(None, ge=1, le=1024, validation_alias="CPU_THREADS")
 
     @field_validator("dtype", mode="before")
     @classmethod
