@@ -101,7 +101,7 @@ def test_concurrent_requests_batched_together_each_get_their_own_text(ct2_base, 
         nearest = min(refs, key=lambda n: wer(refs[n], text))
         assert nearest == name, (name, text)
     english = [wer(refs[n], t) for n, t in results if n != "de1"]
-    assert sum(english) / len(english) < 0.2, results
+    assert sum(english) / len(english) < 0.25, results
 
 
 def test_stream_gives_the_text(ct2_base, fixtures_dir):

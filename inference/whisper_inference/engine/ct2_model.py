@@ -52,7 +52,10 @@ def find_or_convert(model_id: str, cache: Path | None = None) -> Path:
     log.info("converting %s to CTranslate2 in %s (once)", model_id, dst)
     tmp = dst.with_name(dst.name + f".tmp{os.getpid()}")
     dst.parent.mkdir(parents=True, exist_ok=True)
-    ctranslate2.converters.TransformersConverter(model_id).convert(str(tmp), quantization="float16", force=True)
+    # with its tokenizer, so that faster-whisper can load the same directory (bench/cpu_engines.py)
+    copy = ["tokenizer.json"] if (path / "tokenizer.json").is_file() else None
+    converter = ctranslate2.converters.TransformersConverter(model_id, copy_files=copy)
+    converter.convert(str(tmp), quantization="float16", force=True)
     if not is_ct2_model(dst):  # another process may have finished first
         tmp.replace(dst)
     return dst
