@@ -40,7 +40,9 @@ def test_take_batch_serves_the_head_and_its_group_in_order_up_to_the_limit():
 
 def test_batch_key_separates_what_ctranslate2_cannot_batch():
     plain = [VOCAB.sot, 50259, VOCAB.transcribe, VOCAB.notimestamps]
-    timed = ct2_prompt(VOCAB, [VOCAB.sot, 50259, VOCAB.transcribe, VOCAB.timestamp_begin])
+    timed = ct2_prompt(VOCAB, [VOCAB.sot, 50259, VOCAB.transcribe, VOCAB.timestamp_begin], always_timed=False)
+    assert ct2_prompt(VOCAB, plain, always_timed=True) == timed  # untimed prompts decode timed too
+    assert ct2_prompt(VOCAB, plain, always_timed=False) == plain  # TIMESTAMPS=none
     prompted = [VOCAB.startofprev, 11, 12, *plain]
     assert timed == [VOCAB.sot, 50259, VOCAB.transcribe]  # CTranslate2 forces the first timestamp itself
     keys = {batch_key(p, VOCAB.sot, 0.0, 448) for p in (plain, timed, prompted)}

@@ -6,7 +6,7 @@ output reused by language detection and temperature fallback. Timestamps follow 
 timed prompt ends at the task token, and CTranslate2 forces the first token to be a timestamp, at most 1 s in).
 CTranslate2's Whisper returns a sequence score, not per-token log-probabilities, and whole sequences, not steps:
 each token's logprob is the sequence's mean (what faster-whisper's avg_logprob is), and a stream gets a window's
-text at once.
+text at once. Every window is decoded timed unless TIMESTAMPS=none (see ct2_prompt).
 """
 
 from __future__ import annotations
@@ -37,10 +37,15 @@ def threads_for(settings: Settings) -> tuple[int, str]:
     return usable_cores(), "the container's CPU limit or affinity"
 
 
-def ct2_prompt(vocab: WhisperVocab, decoder_ids: list[int]) -> list[int]:
-    """The transcriber's prompt for CTranslate2: a timed prompt ends in <|0.00|> (vLLM needs the first timestamp
-    supplied); CTranslate2 applies the timestamp rules itself when <|notimestamps|> is absent, so it is dropped."""
-    if decoder_ids and decoder_ids[-1] == vocab.timestamp_begin:
+def ct2_prompt(vocab: WhisperVocab, decoder_ids: list[int], always_timed: bool) -> list[int]:
+    """The transcriber's prompt for CTranslate2, which applies the timestamp rules itself when the prompt holds no
+    <|notimestamps|>: a timed prompt's closing <|0.00|> (vLLM needs the first timestamp supplied) is dropped, and
+    with `always_timed` so is <|notimestamps|>. Timed decoding hears the synthetic voices of the benchmark better
+    (base: "the quick brown fox jump over" where untimed gives "the quick round fox jump, so verve"); the
+    timestamp tokens it adds are not text, so an untimed response is unchanged by them."""
+    if decoder_ids and (
+        decoder_ids[-1] == vocab.timestamp_begin or (always_timed and decoder_ids[-1] == vocab.notimestamps)
+    ):
         return decoder_ids[:-1]
     return list(decoder_ids)
 
@@ -205,7 +210,7 @@ class CT2Engine:
         self, samples: np.ndarray, decoder_ids: list[int], temperature: float, max_tokens: int | None = None
     ) -> Generation:
         v = self.vocab
-        prompt = ct2_prompt(v, decoder_ids)
+        prompt = ct2_prompt(v, decoder_ids, always_timed=self.settings.timestamps != "none")
         limit = self.settings.max_model_len
         max_length = min(limit, len(prompt) + max_tokens + 1) if max_tokens else limit
         result = await self._submit(batch_key(prompt, v.sot, temperature, max_length), samples, prompt)
