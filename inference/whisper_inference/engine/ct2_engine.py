@@ -89,6 +89,11 @@ class CT2Engine:
         return self._vocab
 
     @property
+    def batch_size(self) -> int:
+        """Windows run in one batch at most (issue 10's per-request window cap is derived from it)."""
+        return self.max_batch
+
+    @property
     def tokenizer(self) -> Any:
         if self._tokenizer is None:
             raise EngineError("the engine has not started")
@@ -222,6 +227,21 @@ class CT2Engine:
         score = float(result.scores[0]) if result.scores else 0.0
         no_speech = result.no_speech_prob if v.nospeech is not None else None
         return Generation(tokens=tokens, logprobs=[score] * len(tokens), no_speech_prob=no_speech)
+
+    async def generate_steps(
+        self, samples: np.ndarray, decoder_ids: list[int], temperature: float
+    ) -> AsyncIterator[tuple[list[int], list[float]]]:
+        """(tokens, logprobs) of the whole window at once: issue 11's streaming interface."""
+        gen = await self.generate(samples, decoder_ids, temperature)
+        yield gen.tokens, gen.logprobs
+
+    def token_logprobs(self, tokens: list[int], logprobs: list[float]) -> Any:
+        """Issue 11's per-token logprob records (engine/token_logprobs.py, on its branch; imported by name so that
+        this engine does not depend on that branch being merged first)."""
+        import importlib
+
+        module = importlib.import_module(f"{__package__}.token_logprobs")
+        return module.token_logprobs(self.tokenizer.convert_ids_to_tokens(tokens), logprobs)
 
     async def generate_tokens(
         self, samples: np.ndarray, decoder_ids: list[int], temperature: float
