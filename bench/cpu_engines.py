@@ -35,10 +35,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from audio_sets import Item, load_sets, word_error_rate  # noqa: E402
-from remote import HttpTarget, vm_hwm_mib  # noqa: E402
+from audio_sets import Item, load_sets, word_error_rate
+from remote import HttpTarget, vm_hwm_mib
 
 ROOT = Path(__file__).resolve().parents[1]
 CONCURRENCY = (1, 8)
@@ -129,7 +127,6 @@ def started_server(model: str, env: dict[str, str]) -> Iterator[tuple[str, int]]
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     full = {**os.environ, "MODEL_ID": model, "HOST": "127.0.0.1", "PORT": str(port), "LOG_LEVEL": "warning", **env}
-    full["PYTHONPATH"] = f"{ROOT / 'inference'}:{full.get('PYTHONPATH', '')}"
     proc = subprocess.Popen([sys.executable, "-m", "whisper_inference"], env=full, stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -199,7 +196,6 @@ def main() -> None:
     if args.worker:
         print(json.dumps(faster_whisper_worker(args.worker, args.model_dir, args.threads, Path(args.fixtures))))
         return
-    sys.path.insert(0, str(ROOT / "inference"))
     from whisper_inference.engine.ct2_model import find_or_convert
 
     model = script("models.sh", "base")

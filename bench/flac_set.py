@@ -9,9 +9,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from audio_sets import CLIPS, RATE, read_clip  # noqa: E402
-from cpu_engines import script  # noqa: E402
+from audio_sets import CLIPS, RATE, read_clip
+from cpu_engines import script
 
 
 def main() -> None:

@@ -21,8 +21,7 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from audio_sets import RATE, Item, load_sets  # noqa: E402
+from audio_sets import RATE, Item, load_sets
 
 
 class HttpTarget:
