@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 VENV = $$(scripts/venv.sh)
 PY = $(VENV)/bin/python
 
-.PHONY: help venv models fixtures serve test test-unit bench k8s helm cluster-up cluster-down operator demo lint image push
+.PHONY: help venv models fixtures serve test test-unit bench bench-cpu bench-remote k8s helm cluster-up cluster-down operator demo lint image push
 
 help: ## list targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -40,6 +40,12 @@ test-unit: ## only the unit tier: offline, nothing downloaded, no server, no vLL
 
 bench: ## benchmark this server against vLLM's own OpenAI server, side by side
 	@set -e; py=$(PY); scripts/models.sh base >/dev/null; scripts/fixtures.sh >/dev/null; $$py -m bench.run
+
+bench-cpu: ## CPU engines side by side: ENGINE=ctranslate2 vs faster-whisper int8 sequential and batched+VAD
+	@set -e; py=$(PY); scripts/models.sh base >/dev/null; scripts/fixtures.sh >/dev/null; $$py bench/cpu_engines.py
+
+bench-remote: ## benchmark a deployment: BENCH_URL=<server> [BENCH_PEER_URL=<vLLM or speaches>] (see README)
+	@$(PY) bench/remote.py
 
 k8s: ## build (once, cached) kube-apiserver, controller-manager, scheduler v1.20.2 and fetch etcd
 	@scripts/k8s.sh

@@ -74,6 +74,11 @@ class Settings(BaseSettings):
     chunking_strategy: str = Field("", validation_alias="CHUNKING_STRATEGY")
     alignment_device: Literal["auto", "cpu", "cuda"] = Field("auto", validation_alias="WORD_ALIGNMENT_DEVICE")
 
+    # vllm: one engine for GPUs and CPUs; ctranslate2: int8 on CPU, for CPU pools (engine/ct2_engine.py)
+    engine: Literal["vllm", "ctranslate2"] = Field("vllm", validation_alias="ENGINE")
+    # ctranslate2's compute threads; unset: the container's CPU limit (cgroup), else the CPUs it may run on
+    cpu_threads: int | None = Field(None, ge=1, le=1024, validation_alias="CPU_THREADS")
+
     @field_validator("chunking_strategy")
     @classmethod
     def _chunking(cls, v: str) -> str:

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from ..config import Settings
 from ..engine.prompts import decoder_prompt
+from ..engine.select import build_engine
 from ..engine.vllm_engine import WhisperEngine
 from ..gpu import GpuInfo, detect_gpu
 from ..transcriber import Transcriber
@@ -63,7 +64,7 @@ def create_app(
     gpu_detector: Callable[[], GpuInfo | None] = detect_gpu,
     on_fatal: Callable[[], None] | None = None,
 ) -> FastAPI:
-    engine = engine or WhisperEngine(settings, gpu_detector())
+    engine = engine or build_engine(settings, gpu_detector)
     metrics = Metrics()
     state = ServerState(
         settings=settings,

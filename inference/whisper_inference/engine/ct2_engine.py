@@ -1,0 +1,259 @@
+"""Whisper on CTranslate2, int8 on CPU: the engine for CPU pools (ENGINE=ctranslate2), behind the interface of
+engine/vllm_engine.py.
+
+Windows from all requests are batched (engine/batcher.py); each window's audio is encoded once and the encoder
+output reused by language detection and temperature fallback. Timestamps follow CTranslate2's own rules (a
+timed prompt ends at the task token, and CTranslate2 forces the first token to be a timestamp, at most 1 s in).
+CTranslate2's Whisper returns a sequence score, not per-token log-probabilities, and whole sequences, not steps:
+each token's logprob is the sequence's mean (what faster-whisper's avg_logprob is), and a stream gets a window's
+text at once. Every window is decoded timed unless TIMESTAMPS=none (see ct2_prompt).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..audio.mel import log_mel
+from ..config import Settings
+from ..cpu import usable_cores
+from ..languages import all_codes
+from .batcher import Batcher, BatchKey, EncoderCache, Work
+from .ct2_model import find_or_convert
+from .vllm_engine import EngineError, EngineProfile, Generation
+from .vocab import WhisperVocab
+
+log = logging.getLogger(__name__)
+DEFAULT_MAX_BATCH = 16  # MAX_NUM_SEQS unset
+
+
+def threads_for(settings: Settings) -> tuple[int, str]:
+    if settings.cpu_threads:
+        return settings.cpu_threads, "CPU_THREADS"
+    return usable_cores(), "the container's CPU limit or affinity"
+
+
+def ct2_prompt(vocab: WhisperVocab, decoder_ids: list[int], always_timed: bool) -> list[int]:
+    """The transcriber's prompt for CTranslate2, which applies the timestamp rules itself when the prompt holds no
+    <|notimestamps|>: a timed prompt's closing <|0.00|> (vLLM needs the first timestamp supplied) is dropped, and
+    with `always_timed` so is <|notimestamps|>. Timed decoding hears the synthetic voices of the benchmark better
+    (base: "the quick brown fox jump over" where untimed gives "the quick round fox jump, so verve"); the
+    timestamp tokens it adds are not text, so an untimed response is unchanged by them."""
+    if decoder_ids and (
+        decoder_ids[-1] == vocab.timestamp_begin or (always_timed and decoder_ids[-1] == vocab.notimestamps)
+    ):
+        return decoder_ids[:-1]
+    return list(decoder_ids)
+
+
+def batch_key(prompt: list[int], sot: int, temperature: float, max_length: int) -> BatchKey:
+    at = prompt.index(sot)
+    return BatchKey("generate", at, len(prompt) - at, float(temperature), max_length)
+
+
+def ended_cleanly(prompt_len: int, generated: int, max_length: int, max_tokens: int | None) -> bool:
+    """CTranslate2 leaves <|endoftext|> out of its results: a sequence that stopped short of every limit ended on
+    it. (The transcriber reads that end to know where a timed window stopped listening.)"""
+    if max_tokens is not None and generated >= max_tokens:
+        return False
+    return prompt_len + generated < max_length - 1
+
+
+class CT2Engine:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.threads, why = threads_for(settings)
+        self.profile = EngineProfile(
+            dtype="int8",
+            dtype_reason=f"ctranslate2 int8 on {self.threads} CPU threads (from {why})",
+            kv_cache_dtype="n/a",
+            attention_backend=None,
+            device="cpu",
+        )
+        self.max_batch = settings.max_num_seqs or DEFAULT_MAX_BATCH
+        self._model: Any = None
+        self._tokenizer: Any = None
+        self._vocab: WhisperVocab | None = None
+        self._batcher: Batcher | None = None
+        self._cache = EncoderCache(capacity=2 * self.max_batch)
+        self._suppress: list[int] = []
+
+    @property
+    def vocab(self) -> WhisperVocab:
+        if self._vocab is None:
+            raise EngineError("the engine has not started")
+        return self._vocab
+
+    @property
+    def batch_size(self) -> int:
+        """Windows run in one batch at most (issue 10's per-request window cap is derived from it)."""
+        return self.max_batch
+
+    @property
+    def tokenizer(self) -> Any:
+        if self._tokenizer is None:
+            raise EngineError("the engine has not started")
+        return self._tokenizer
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self._load)
+
+    def _load(self) -> None:
+        import ctranslate2
+        from transformers import AutoTokenizer
+
+        self._tokenizer = AutoTokenizer.from_pretrained(self.settings.model_id)
+        v = self._vocab = WhisperVocab.from_tokenizer(self._tokenizer, all_codes())
+        path = find_or_convert(self.settings.model_id)
+        log.info(
+            "loading CTranslate2 model %s: int8, %d threads, batches of up to %d", path, self.threads, self.max_batch
+        )
+        self._model = ctranslate2.models.Whisper(
+            str(path), device="cpu", compute_type="int8", inter_threads=1, intra_threads=self.threads
+        )
+        # -1: the model's own non-speech symbols; then the task and prompt markers, as the vLLM engine suppresses
+        self._suppress = [-1] + [
+            t for t in (v.sot, v.startofprev, v.transcribe, v.translate, v.nospeech) if t is not None
+        ]
+        self._batcher = Batcher(self._run_batch, self.max_batch, name="ct2-batcher")
+
+    def shutdown(self) -> None:
+        if self._batcher is not None:
+            self._batcher.stop()
+            self._batcher = None
+        self._model = None
+
+    @property
+    def alive(self) -> bool:
+        return self._model is not None and self._batcher is not None and self._batcher.alive
+
+    def pending_requests(self) -> int:
+        return self._batcher.pending if self._batcher is not None else 0
+
+    def detokenize(self, tokens: list[int]) -> str:
+        return str(self.tokenizer.decode([t for t in tokens if t < self.vocab.eot]))
+
+    decode = detokenize  # the name the transcriber used before issue 10
+
+    def encode_text(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(" " + text.strip(), add_special_tokens=False))
+
+    # --- the worker thread ---
+
+    def _encoded(self, items: list[Work]) -> Any:
+        import ctranslate2
+
+        missing = [w for w in items if self._cache.get(w.samples) is None]
+        if missing:
+            mels = np.stack([log_mel(w.samples, self._model.n_mels) for w in missing])
+            out = np.array(self._model.encode(ctranslate2.StorageView.from_array(mels), to_cpu=True))
+            for w, enc in zip(missing, out, strict=True):
+                self._cache.put(w.samples, enc)
+        # an entry evicted since (the cache is smaller than a burst of windows) is encoded again, alone
+        outputs = []
+        for w in items:
+            enc = self._cache.get(w.samples)
+            if enc is None:
+                mel = log_mel(w.samples, self._model.n_mels)[None]
+                enc = np.array(self._model.encode(ctranslate2.StorageView.from_array(mel), to_cpu=True))[0]
+            outputs.append(enc)
+        return ctranslate2.StorageView.from_array(np.ascontiguousarray(np.stack(outputs)))
+
+    def _run_batch(self, key: BatchKey, items: list[Work]) -> Sequence[Any]:
+        features = self._encoded(items)
+        if key.kind == "detect":
+            return self._model.detect_language(features)
+        t = key.temperature
+        return self._model.generate(
+            features,
+            [w.prompt for w in items],
+            beam_size=1,
+            max_length=key.max_length,
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_blank=True,
+            suppress_tokens=self._suppress,
+            sampling_topk=1 if t == 0 else 0,
+            sampling_temperature=t if t > 0 else 1.0,
+        )
+
+    # --- the event loop ---
+
+    async def _submit(self, key: BatchKey, samples: np.ndarray, prompt: list[int]) -> Any:
+        if self._batcher is None:
+            raise EngineError("the engine is not running")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+
+        def settle(result: Any) -> None:
+            try:
+                loop.call_soon_threadsafe(_resolve, future, result)
+            except RuntimeError:  # the loop closed: nobody waits any more
+                pass
+
+        work = Work(key, samples, prompt, settle)
+        self._batcher.submit(work)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            self._batcher.cancel(work)
+            raise
+
+    async def detect_language(self, samples: np.ndarray) -> tuple[str, float]:
+        ranked = await self._submit(BatchKey("detect"), samples, [])
+        for token, prob in ranked:
+            code = token.strip("<|>")
+            if code in self.vocab.languages:
+                return code, float(prob)
+        raise EngineError("the model detected no known language")
+
+    async def generate(
+        self, samples: np.ndarray, decoder_ids: list[int], temperature: float, max_tokens: int | None = None
+    ) -> Generation:
+        v = self.vocab
+        prompt = ct2_prompt(v, decoder_ids, always_timed=self.settings.timestamps != "none")
+        limit = self.settings.max_model_len
+        max_length = min(limit, len(prompt) + max_tokens + 1) if max_tokens else limit
+        result = await self._submit(batch_key(prompt, v.sot, temperature, max_length), samples, prompt)
+        tokens = list(result.sequences_ids[0])
+        if max_tokens is not None:
+            tokens = tokens[:max_tokens]
+        if ended_cleanly(len(prompt), len(tokens), max_length, max_tokens):
+            tokens.append(v.eot)
+        score = float(result.scores[0]) if result.scores else 0.0
+        no_speech = result.no_speech_prob if v.nospeech is not None else None
+        return Generation(tokens=tokens, logprobs=[score] * len(tokens), no_speech_prob=no_speech)
+
+    async def generate_steps(
+        self, samples: np.ndarray, decoder_ids: list[int], temperature: float
+    ) -> AsyncIterator[tuple[list[int], list[float]]]:
+        """(tokens, logprobs) of the whole window at once: issue 11's streaming interface."""
+        gen = await self.generate(samples, decoder_ids, temperature)
+        yield gen.tokens, gen.logprobs
+
+    def token_logprobs(self, tokens: list[int], logprobs: list[float]) -> Any:
+        """Issue 11's per-token logprob records (engine/token_logprobs.py, on its branch; imported by name so that
+        this engine does not depend on that branch being merged first)."""
+        import importlib
+
+        module = importlib.import_module(f"{__package__}.token_logprobs")
+        return module.token_logprobs(self.tokenizer.convert_ids_to_tokens(tokens), logprobs)
+
+    async def generate_tokens(
+        self, samples: np.ndarray, decoder_ids: list[int], temperature: float
+    ) -> AsyncIterator[list[int]]:
+        """The whole window's tokens at once (CTranslate2's Whisper does not return steps)."""
+        yield (await self.generate(samples, decoder_ids, temperature)).tokens
+
+
+def _resolve(future: asyncio.Future[Any], result: Any) -> None:
+    if future.done():
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(EngineError(f"ctranslate2 failed: {result}"))
+    else:
+        future.set_result(result)
