@@ -22,7 +22,6 @@ import os
 import platform
 import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 from audio_sets import Item, load_sets, word_error_rate
@@ -120,12 +120,21 @@ def script(*args: str) -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
+def _test_helpers() -> ModuleType:
+    """tests/helpers.py, loaded by path: this file runs as a script (bench/job.yaml ships it beside its siblings)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("kubewhisper_test_helpers", ROOT / "tests" / "helpers.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @contextmanager
 def started_server(model: str, env: dict[str, str]) -> Iterator[tuple[str, int]]:
     """`python -m whisper_inference` on a free port, as the image runs it; (url, pid) once /ready answers."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = _test_helpers().free_port()  # outside the ephemeral range: bind(0)'s port may be taken before we bind
     full = {**os.environ, "MODEL_ID": model, "HOST": "127.0.0.1", "PORT": str(port), "LOG_LEVEL": "warning", **env}
     proc = subprocess.Popen([sys.executable, "-m", "whisper_inference"], env=full, stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"

@@ -8,8 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import numpy as np
 import pytest
-from helpers import wer
 from openai import OpenAI
+
+from helpers import wer
 
 pytestmark = pytest.mark.engine
 RATE = 16000
