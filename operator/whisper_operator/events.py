@@ -71,7 +71,7 @@ class EventRecorder:
             return
         self.core.create_namespaced_event(
             ns,
-            {
+            {  # type: ignore[arg-type]  # the client takes a plain dict body, its stubs name only the model
                 "metadata": {"name": name, "namespace": ns},
                 "involvedObject": {
                     "apiVersion": body.get("apiVersion"),

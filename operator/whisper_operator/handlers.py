@@ -15,6 +15,7 @@ import asyncio
 import logging
 import os
 import socket
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -102,53 +103,56 @@ def _nodes(index: kopf.Index[str, dict[str, Any]]) -> list[dict[str, Any]]:
     return [node for store in index.values() for node in store]
 
 
-async def _reconcile(memo: kopf.Memo, index: kopf.Index[str, dict[str, Any]], namespace: str, name: str) -> None:
-    if not memo.elector.is_leader:
+def _node_index(kwargs: dict[str, Any]) -> kopf.Index[str, dict[str, Any]]:
+    # kopf passes every index to every handler as a keyword named after it; its callback protocols cannot name it
+    index: kopf.Index[str, dict[str, Any]] = kwargs["node_index"]
+    return index
+
+
+async def _reconcile(memo: kopf.Memo, index: kopf.Index[str, dict[str, Any]], namespace: str | None, name: str) -> None:
+    # kopf's None is for cluster-scoped objects; every resource watched here is namespaced
+    if namespace is None or not memo.elector.is_leader:
         return
     nodes = _nodes(index)
     await asyncio.to_thread(memo.reconciler.reconcile, namespace, name, nodes)
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-async def endpoint_event(
-    type: str | None, namespace: str, name: str, memo: kopf.Memo, node_index: kopf.Index[str, Any], **_: Any
-) -> None:
+async def endpoint_event(type: str | None, namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
     if type == "DELETED":
         return  # the children are garbage-collected through their owner references
     try:
-        await _reconcile(memo, node_index, namespace, name)
+        await _reconcile(memo, _node_index(kwargs), namespace, name)
     except Transient as e:  # event handlers are not retried: the timer is
         log.info("%s/%s: transient failure, retried by the resync timer: %s", namespace, name, e)
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=SETTINGS.resync_seconds, sharp=False)
-async def resync(namespace: str, name: str, memo: kopf.Memo, node_index: kopf.Index[str, Any], **_: Any) -> None:
+async def resync(namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
     """The periodic level-based pass (node changes, probe answers, drift nobody told us about)."""
     try:
-        await _reconcile(memo, node_index, namespace, name)
+        await _reconcile(memo, _node_index(kwargs), namespace, name)
     except Transient as e:
         raise kopf.TemporaryError(f"transient API failure: {e}", delay=min(30.0, SETTINGS.resync_seconds)) from e
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": MANAGED_BY})
 @kopf.on.event("", "v1", "services", labels={"app.kubernetes.io/managed-by": MANAGED_BY})
-async def child_event(
-    namespace: str, labels: dict[str, str], memo: kopf.Memo, node_index: kopf.Index[str, Any], **_: Any
-) -> None:
+async def child_event(namespace: str | None, labels: Mapping[str, str], memo: kopf.Memo, **kwargs: Any) -> None:
     owner = labels.get(ENDPOINT_LABEL)
     if owner:
         try:
-            await _reconcile(memo, node_index, namespace, owner)
+            await _reconcile(memo, _node_index(kwargs), namespace, owner)
         except Transient as e:
             log.info("%s/%s: transient failure, retried by the resync timer: %s", namespace, owner, e)
 
 
-def validate_endpoint(
-    spec: kopf.Spec, operation: str | None, old: Any, node_index: kopf.Index[str, Any], **_: Any
-) -> None:
-    if operation == "UPDATE" and old is not None and dict(old.get("spec") or {}) == dict(spec):
+def validate_endpoint(spec: kopf.Spec, **kwargs: Any) -> None:
+    # `operation` and `old` are passed by kopf's admission server but not named by its WebhookFn protocol
+    old = kwargs.get("old")
+    if kwargs.get("operation") == "UPDATE" and old is not None and dict(old.get("spec") or {}) == dict(spec):
         return  # metadata-only updates (finalizers, labels, foreground deletion) are never refused
-    problem = webhook.check(dict(spec), _nodes(node_index), SETTINGS)
+    problem = webhook.check(dict(spec), _nodes(_node_index(kwargs)), SETTINGS)
     if problem:
         raise kopf.AdmissionError(problem, code=422)
 

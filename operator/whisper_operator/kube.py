@@ -12,6 +12,7 @@ from typing import Any
 
 from kubernetes import client
 from kubernetes import config as kconfig
+from kubernetes.client import rest
 
 PAGE = 500
 
@@ -23,8 +24,18 @@ class TimeoutApiClient(client.ApiClient):
         super().__init__(configuration)
         self.timeout = timeout
 
-    def call_api(self, *args: Any, _request_timeout: Any = None, **kwargs: Any) -> Any:
-        return super().call_api(*args, _request_timeout=_request_timeout or self.timeout, **kwargs)
+    def call_api(
+        self,
+        method: str,
+        url: str,
+        header_params: dict[str, Any] | None = None,
+        body: Any = None,
+        post_params: list[tuple[str, Any]] | None = None,
+        _request_timeout: Any = None,
+    ) -> rest.RESTResponse:
+        return super().call_api(
+            method, url, header_params, body, post_params, _request_timeout=_request_timeout or self.timeout
+        )
 
 
 def load_api_client(timeout: float) -> TimeoutApiClient:

@@ -78,16 +78,21 @@ class LeaseElector:
             except ApiException as e:
                 if e.status != 404:
                     raise
-                self.api.create_namespaced_lease(self.namespace, self._body(0, _now()), _request_timeout=timeout)
+                self.api.create_namespaced_lease(
+                    self.namespace,
+                    self._body(0, _now()),  # type: ignore[arg-type]  # the client takes a plain dict body too
+                    _request_timeout=timeout,
+                )
                 return self._set(True, "acquired a new Lease", started)
-            spec = lease.spec
-            rv = lease.metadata.resource_version
+            # a Lease without a spec has no holder: it is free to take (the fields are optional in the API)
+            spec = lease.spec or client.V1LeaseSpec()
+            rv = lease.metadata.resource_version if lease.metadata else None
             transitions = spec.lease_transitions or 0
             if spec.holder_identity == self.identity:
                 self.api.replace_namespaced_lease(
                     self.name,
                     self.namespace,
-                    self._body(transitions, spec.acquire_time or _now(), rv),
+                    self._body(transitions, spec.acquire_time or _now(), rv),  # type: ignore[arg-type]  # dict body
                     _request_timeout=timeout,
                 )
                 return self._set(True, "renewed", started)
@@ -100,7 +105,10 @@ class LeaseElector:
             if not expired:
                 return self._set(False, f"held by {spec.holder_identity}")
             self.api.replace_namespaced_lease(
-                self.name, self.namespace, self._body(transitions + 1, _now(), rv), _request_timeout=timeout
+                self.name,
+                self.namespace,
+                self._body(transitions + 1, _now(), rv),  # type: ignore[arg-type]  # the client takes a dict body
+                _request_timeout=timeout,
             )
             return self._set(True, f"took over an expired Lease from {spec.holder_identity}", started)
         except ApiException as e:
@@ -118,14 +126,19 @@ class LeaseElector:
         self._leader.clear()
         try:
             lease = self.api.read_namespaced_lease(self.name, self.namespace)
-            if lease.spec.holder_identity == self.identity:
+            spec = lease.spec
+            if spec is not None and spec.holder_identity == self.identity:
                 body = self._body(
-                    lease.spec.lease_transitions or 0,
-                    lease.spec.acquire_time or _now(),
-                    lease.metadata.resource_version,
+                    spec.lease_transitions or 0,
+                    spec.acquire_time or _now(),
+                    lease.metadata.resource_version if lease.metadata else None,
                 )
                 body["spec"]["holderIdentity"] = None
-                self.api.replace_namespaced_lease(self.name, self.namespace, body)
+                self.api.replace_namespaced_lease(
+                    self.name,
+                    self.namespace,
+                    body,  # type: ignore[arg-type]  # the client takes a dict body
+                )
         except Exception as e:  # best effort: the Lease expires anyway
             log.info("could not release the Lease: %r", e)
 

@@ -75,7 +75,7 @@ class ProbeStore:
                 **patch,
             }
             try:
-                self.core.create_namespaced_config_map(self.namespace, body)
+                self.core.create_namespaced_config_map(self.namespace, body)  # type: ignore[arg-type]  # a dict is fine
             except ApiException as e2:
                 if e2.status != 409:
                     raise

@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from kubernetes.client.exceptions import ApiException
 
@@ -76,7 +76,10 @@ class Reconciler:
     # ---- reads -------------------------------------------------------------------------------------------------
     def _get_endpoint(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return self.kube.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+            # a custom object is a plain JSON object: the client types it only as `object`
+            return cast(
+                "dict[str, Any]", self.kube.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+            )
         except ApiException as e:
             if e.status == 404:
                 return None
@@ -101,7 +104,7 @@ class Reconciler:
             image = self.settings.probe_image or self.settings.default_image
             manifest = probe.job_manifest(name, uid, ns, image, int(self.settings.probe_timeout_seconds))
             try:
-                self.kube.batch.create_namespaced_job(ns, manifest)
+                self.kube.batch.create_namespaced_job(ns, manifest)  # type: ignore[arg-type]  # the client takes a dict
             except ApiException as e:
                 if e.status != 409:
                     raise
@@ -371,7 +374,7 @@ def _same_error(body: dict[str, Any], error: SpecError) -> bool:
 
 def _api_message(e: ApiException) -> str:
     try:
-        return str(json.loads(e.body).get("message", e.reason))
+        return str(json.loads(e.body or "").get("message", e.reason))
     except Exception:
         return str(e.reason)
 

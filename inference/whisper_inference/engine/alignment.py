@@ -15,10 +15,14 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .words import Word, ordered, window_words
+
+if TYPE_CHECKING:  # imported for real on first use: transformers and torch are heavy
+    from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +87,7 @@ def token_boundaries(weights: np.ndarray) -> np.ndarray:
     """Cross-attention of the alignment heads, [heads, rows, frames] (rows: the step predicting each text token,
     then the one predicting <|endoftext|>), -> the time in seconds where each row starts (rows + 1 values: the
     last is where the final row starts, i.e. the end of the last text token)."""
-    from scipy.ndimage import median_filter
+    from scipy.ndimage import median_filter  # type: ignore[import-untyped]  # scipy ships no type information
 
     w = weights / np.maximum(weights.sum(axis=-1, keepdims=True), 1e-9)  # renormalize over the audio's frames
     mean, std = w.mean(axis=-2, keepdims=True), w.std(axis=-2, keepdims=True)
@@ -112,8 +116,8 @@ class Aligner:
 
     def __init__(self, model_id: str, device: str | None = None):
         self.model_id, self.device = model_id, device
-        self._model = None
-        self._features = None
+        self._model: WhisperForConditionalGeneration | None = None
+        self._features: WhisperFeatureExtractor | None = None
         self.heads: list[tuple[int, int]] = []
         self.heads_source = ""
         self._lock = threading.Lock()
@@ -126,7 +130,8 @@ class Aligner:
             self.device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = torch.float16 if self.device.startswith("cuda") else torch.float32
         model = WhisperForConditionalGeneration.from_pretrained(self.model_id, attn_implementation="eager", dtype=dtype)
-        self._model = model.to(self.device).eval()
+        # transformers types `to` through functools.wraps, which loses the binding of self
+        self._model = model.to(self.device).eval()  # type: ignore[arg-type]
         cfg = model.config
         self._features = WhisperFeatureExtractor(feature_size=cfg.num_mel_bins)
         self.heads, self.heads_source = alignment_heads(self.model_id, cfg.decoder_layers, cfg.decoder_attention_heads)

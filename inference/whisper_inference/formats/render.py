@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -97,4 +98,9 @@ def to_vtt(t: Transcript, max_words: int = 0) -> str:
 def render(t: Transcript, response_format: str, max_words_per_cue: int = 0) -> dict[str, Any] | str:
     if response_format in ("srt", "vtt"):
         return (to_srt if response_format == "srt" else to_vtt)(t, max_words_per_cue)
-    return {"json": to_json, "verbose_json": to_verbose_json, "text": to_text}[response_format](t)
+    renderers: dict[str, Callable[[Transcript], dict[str, Any] | str]] = {
+        "json": to_json,
+        "verbose_json": to_verbose_json,
+        "text": to_text,
+    }
+    return renderers[response_format](t)
