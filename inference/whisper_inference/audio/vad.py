@@ -199,7 +199,7 @@ def find_speech(vad: SileroVad, samples: np.ndarray, rate: int, opts: VadOptions
     """Speech regions as sample ranges of `samples` (at `rate`; the model listens at 16 kHz)."""
     if rate == VAD_RATE:
         return speech_regions(vad.probabilities(samples), len(samples), opts)
-    from scipy.signal import resample_poly  # type: ignore[import-untyped]  # scipy ships no type information
+    from scipy.signal import resample_poly
 
     at16k = resample_poly(samples, VAD_RATE, rate).astype(np.float32)
     regions = speech_regions(vad.probabilities(at16k), len(at16k), opts)

@@ -87,7 +87,7 @@ def token_boundaries(weights: np.ndarray) -> np.ndarray:
     """Cross-attention of the alignment heads, [heads, rows, frames] (rows: the step predicting each text token,
     then the one predicting <|endoftext|>), -> the time in seconds where each row starts (rows + 1 values: the
     last is where the final row starts, i.e. the end of the last text token)."""
-    from scipy.ndimage import median_filter  # type: ignore[import-untyped]  # scipy ships no type information
+    from scipy.ndimage import median_filter
 
     w = weights / np.maximum(weights.sum(axis=-1, keepdims=True), 1e-9)  # renormalize over the audio's frames
     mean, std = w.mean(axis=-2, keepdims=True), w.std(axis=-2, keepdims=True)
