@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .audio.limits import AudioLimits
+
 DTYPE_ALIASES = {
     "auto": "auto",
     "": "auto",
@@ -51,9 +53,13 @@ class Settings(BaseSettings):
     window_seconds: float = Field(
         30.0, gt=0, le=30, validation_alias=AliasChoices("WHISPER_WINDOW_SECONDS", "WHISPER_SEGMENT_DURATION_SEC")
     )
-    max_audio_seconds: float = Field(0.0, ge=0, validation_alias="MAX_AUDIO_SECONDS")
+    # 0: the hard cap (audio/limits.py HARD_MAX_AUDIO_SECONDS), never unlimited
+    max_audio_seconds: float = Field(3600.0, ge=0, validation_alias="MAX_AUDIO_SECONDS")
+    max_decoded_mb: float = Field(2048.0, gt=0, validation_alias="MAX_DECODED_MB")
+    decode_workers: int = Field(2, ge=1, le=64, validation_alias="DECODE_WORKERS")
+    decode_timeout_seconds: float = Field(60.0, gt=0, validation_alias="DECODE_TIMEOUT_SECONDS")
     language_force: str | None = Field(None, validation_alias="LANGUAGE_FORCE")
-    timestamps: Literal["auto", "none", "segments"] = Field("auto", validation_alias="TIMESTAMPS")
+    timestamps_policy: Literal["auto", "none", "segments"] = Field("auto", validation_alias="TIMESTAMPS")
     host: str = Field("0.0.0.0", validation_alias="HOST")
     port: int = Field(8080, ge=1, le=65535, validation_alias="PORT")
     max_model_len: int = Field(448, ge=64, le=448, validation_alias="MAX_MODEL_LEN")
@@ -114,6 +120,10 @@ class Settings(BaseSettings):
         if self.api_key_file:
             keys += Path(self.api_key_file).read_text().splitlines()
         return [k.strip() for k in keys if k.strip()]
+
+    @property
+    def audio_limits(self) -> AudioLimits:
+        return AudioLimits(max_seconds=self.max_audio_seconds, max_decoded_bytes=int(self.max_decoded_mb * 2**20))
 
     @property
     def model_name(self) -> str:

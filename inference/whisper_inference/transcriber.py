@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .audio.windows import Window, is_quiet, speech_level, split_windows
-from .audio.decode import decode_audio
+from .audio.worker import DecodePool
 from .config import Settings
 from .engine.prompts import decoder_prompt
 from .engine.segments import RawSegment, decoded_until, split_segments
@@ -33,11 +33,15 @@ MIN_REST_SECONDS = 1.0
 
 
 class RequestError(ValueError):
-    """The client's request cannot be served as sent (maps to a 400 with `param`)."""
+    """The client's request cannot be served as sent (the api layer answers 400 naming `param`)."""
 
-    def __init__(self, message: str, param: str | None = None, code: str | None = None):
+    def __init__(self, message: str, param: str | None = None):
         super().__init__(message)
-        self.param, self.code = param, code
+        self.param = param
+
+
+class UnsupportedLanguage(RequestError):
+    """The model cannot transcribe the language asked for."""
 
 
 @dataclass
@@ -70,7 +74,7 @@ class TranscriptionJob:
     language: str | None = None  # ISO 639-1, already normalized
     prompt: str | None = None
     temperature: float = 0.0
-    timestamps: bool = False  # ask Whisper for timestamp tokens
+    show_timestamps: bool = False  # the response format shows segment times
 
 
 @dataclass
@@ -81,7 +85,7 @@ class Plan:
     windows: list[Window]
     language: str
     decoder_ids: list[int]
-    timestamps: bool = False  # decode with timestamp tokens (see timed_decoding)
+    timed: bool = False  # decode with timestamp tokens (see timed_decoding)
     speech_level: float = 0.0  # the upload's loud-frame energy: what "not silence" means for this audio
 
 
@@ -140,30 +144,20 @@ def is_silence(no_speech_prob: float | None, raw: list[RawSegment]) -> bool:
 
 
 class Transcriber:
-    def __init__(self, engine: WhisperEngine, settings: Settings):
+    def __init__(self, engine: WhisperEngine, settings: Settings, audio: DecodePool | None = None):
         self.engine, self.settings = engine, settings
-
-    def decode(self, audio: bytes) -> tuple[np.ndarray, float]:
-        samples = decode_audio(audio, self.settings.sampling_rate)
-        duration = len(samples) / self.settings.sampling_rate
-        limit = self.settings.max_audio_seconds
-        if limit and duration > limit:
-            raise RequestError(
-                f"audio is {duration:.1f} s long; this server accepts at most {limit:g} s (MAX_AUDIO_SECONDS)",
-                param="file",
-                code="audio_too_long",
-            )
-        return samples, duration
+        self.audio = audio or DecodePool(
+            settings.audio_limits, settings.sampling_rate, settings.decode_workers, settings.decode_timeout_seconds
+        )
 
     async def language_for(self, job: TranscriptionJob, first: Window) -> str:
         vocab = self.engine.vocab
         forced = self.settings.language_force or job.language
         if not vocab.multilingual:
             if forced not in (None, "en"):
-                raise RequestError(
+                raise UnsupportedLanguage(
                     f"model {self.settings.model_name} is English-only; language {forced!r} is not supported",
                     param="language",
-                    code="unsupported_language",
                 )
             return "en"
         if forced is not None:
@@ -171,12 +165,13 @@ class Transcriber:
         return (await self.engine.detect_language(first.samples))[0]
 
     async def plan(self, job: TranscriptionJob) -> Plan:
-        samples, duration = self.decode(job.audio)
+        samples = await self.audio.decode(job.audio)  # within the limits (audio/limits.py), in a worker process
         rate = self.settings.sampling_rate
+        duration = len(samples) / rate
         windows = split_windows(samples, rate, self.settings.window_seconds, SPLIT_SEARCH_SECONDS)
         language = await self.language_for(job, windows[0])
         previous = self.engine.encode_text(job.prompt) if job.prompt else None
-        timed = timed_decoding(self.settings.timestamps, job.timestamps, len(windows))
+        timed = timed_decoding(self.settings.timestamps_policy, job.show_timestamps, len(windows))
         ids = decoder_prompt(self.engine.vocab, language=language, task=job.task, timestamps=timed, previous=previous)
         return Plan(duration, windows, language, ids, timed, speech_level(samples, rate))
 
@@ -190,7 +185,7 @@ class Transcriber:
         attempts = []
         for t in ladder:
             gen = await self.engine.generate(window.samples, plan.decoder_ids, t)
-            text = self.engine.decode(gen.tokens)
+            text = self.engine.detokenize(gen.tokens)
             lps = [lp for tok, lp in zip(gen.tokens, gen.logprobs) if self.engine.vocab.is_text(tok)]
             if not needs_fallback(text, lps, gen.no_speech_prob):
                 return gen, t
@@ -221,12 +216,12 @@ class Transcriber:
             rests = []
             for window, (gen, temperature) in zip(windows, results):
                 raw = split_segments(
-                    self.engine.vocab, gen.tokens, gen.logprobs, window.start, window.duration(rate), plan.timestamps
+                    self.engine.vocab, gen.tokens, gen.logprobs, window.start, window.duration(rate), plan.timed
                 )
                 if is_silence(gen.no_speech_prob, raw):
                     continue
                 decoded.append((window, gen, temperature, raw))
-                if plan.timestamps and round_ < MAX_REST_ROUNDS and (rest := self.rest(window, gen.tokens, plan)):
+                if plan.timed and round_ < MAX_REST_ROUNDS and (rest := self.rest(window, gen.tokens, plan)):
                     rests.append(rest)
             if not rests:
                 break
@@ -235,7 +230,7 @@ class Transcriber:
         segments: list[Segment] = []
         for window, gen, temperature, raw in decoded:
             for r in raw:
-                text = self.engine.decode(r.tokens)
+                text = self.engine.detokenize(r.tokens)
                 segments.append(
                     Segment(
                         id=len(segments),
@@ -275,7 +270,7 @@ class Transcriber:
                     prefix, tokens = emitted, []
                     while (item := await queue.get()) is not None:
                         tokens = item
-                        text = self.engine.decode(tokens)
+                        text = self.engine.detokenize(tokens)
                         if text.endswith("\ufffd"):
                             continue  # a multi-byte character is not complete yet
                         full = (prefix + text) if prefix else text.lstrip()
@@ -283,7 +278,7 @@ class Transcriber:
                             yield full[len(emitted) :]
                             emitted = full
                     await task  # re-raise an engine error from this window
-                    rest = self.rest(window, tokens, plan) if plan.timestamps and round_ < MAX_REST_ROUNDS else None
+                    rest = self.rest(window, tokens, plan) if plan.timed and round_ < MAX_REST_ROUNDS else None
                     if rest is None:
                         break
                     window, queue = rest, asyncio.Queue()

@@ -25,14 +25,28 @@ from .state import ServerState
 log = logging.getLogger(__name__)
 
 
-async def warm_up(engine: WhisperEngine, settings: Settings) -> None:
-    """One short generation so the first user request does not pay for lazy initialisation."""
-    rate = settings.sampling_rate
-    t = np.arange(rate) / rate
-    tone = (0.1 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+WARM_UP_RATE = 44100  # not the model's rate: the warm-up goes through the decode worker and the resampler
+
+
+def warm_up_upload() -> bytes:
+    """One second of a quiet tone as a 44.1 kHz WAV file."""
+    import io
+
+    import soundfile as sf
+
+    t = np.arange(WARM_UP_RATE) / WARM_UP_RATE
+    buf = io.BytesIO()
+    sf.write(buf, (0.1 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), WARM_UP_RATE, format="WAV")
+    return buf.getvalue()
+
+
+async def warm_up(engine: WhisperEngine, transcriber: Transcriber) -> None:
+    """Decode, resample and generate once, so the first user request does not pay for lazy initialisation
+    (the decode workers' forkserver, the resampler, the engine)."""
+    samples = await transcriber.audio.decode(warm_up_upload())
     language = "en" if engine.vocab.multilingual else None
     await engine.generate(
-        tone, decoder_prompt(engine.vocab, language=language, task="transcribe", timestamps=False), 0.0, max_tokens=4
+        samples, decoder_prompt(engine.vocab, language=language, task="transcribe", timestamps=False), 0.0, max_tokens=4
     )
 
 
@@ -40,7 +54,7 @@ async def start_engine(state: ServerState) -> None:
     began = time.monotonic()
     try:
         await state.engine.start()
-        await warm_up(state.engine, state.settings)
+        await warm_up(state.engine, state.transcriber)
     except Exception as exc:  # any start-up failure: report it through /health and the log, then exit
         state.fatal = f"engine failed to start: {type(exc).__name__}: {exc}"
         log.exception(state.fatal)

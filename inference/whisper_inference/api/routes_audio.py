@@ -8,11 +8,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
-from ..audio.decode import AudioDecodeError
+from ..audio.limits import AudioDecodeError, AudioTooLongError, AudioTooShortError
 from ..engine.vllm_engine import EngineError
 from ..formats.render import MEDIA_TYPES, RESPONSE_FORMATS, render
 from ..languages import UnknownLanguage, normalize_language
-from ..transcriber import RequestError, TranscriptionJob, wants_timestamps
+from ..transcriber import RequestError, TranscriptionJob, UnsupportedLanguage, wants_timestamps
 from .auth import require_api_key
 from .cancel import ClientDisconnected, unless_disconnected
 from .errors import APIError
@@ -76,6 +76,19 @@ def check_ready(state: ServerState) -> None:
         raise APIError(503, "model is still loading", None, "not_ready", {"Retry-After": "5"})
 
 
+def client_error(exc: AudioDecodeError | RequestError) -> APIError:
+    """The API's answer to a domain error: the domain says what is wrong, this layer picks OpenAI's code."""
+    if isinstance(exc, AudioDecodeError):
+        code = "invalid_audio"
+        if isinstance(exc, AudioTooLongError):
+            code = "audio_too_long"
+        elif isinstance(exc, AudioTooShortError):
+            code = "audio_too_short"
+        return APIError(400, str(exc), "file", code)
+    code = "unsupported_language" if isinstance(exc, UnsupportedLanguage) else "invalid_value"
+    return APIError(400, str(exc), exc.param, code)
+
+
 def sse(event: dict) -> bytes:
     return f"data: {json.dumps(event, ensure_ascii=False)}\n\n".encode()
 
@@ -123,7 +136,7 @@ async def handle(
         language=language or None,
         prompt=prompt or None,
         temperature=temperature,
-        timestamps=wants_timestamps(state.settings.timestamps, response_format),
+        show_timestamps=wants_timestamps(state.settings.timestamps_policy, response_format),
     )
     transcriber = state.transcriber
     try:
@@ -133,10 +146,8 @@ async def handle(
             if stream:
                 return streaming_response(state, transcriber.stream(job, plan))
             transcript = await unless_disconnected(request, transcriber.run(job, plan))
-    except AudioDecodeError as exc:
-        raise APIError(400, str(exc), "file", "invalid_audio") from None
-    except RequestError as exc:
-        raise APIError(400, str(exc), exc.param, exc.code) from None
+    except (AudioDecodeError, RequestError) as exc:
+        raise client_error(exc) from None
     except EngineError as exc:
         state.metrics.engine_errors.inc()
         raise APIError(500, str(exc), None, "engine_error") from None

@@ -119,7 +119,7 @@ class WhisperEngine:
             return 0
         return self._engine.output_processor.get_num_unfinished_requests()
 
-    def decode(self, tokens: list[int]) -> str:
+    def detokenize(self, tokens: list[int]) -> str:
         return self.tokenizer.decode([t for t in tokens if t < self.vocab.eot])
 
     def encode_text(self, text: str) -> list[int]:
