@@ -72,6 +72,11 @@ class Settings(BaseSettings):
     max_concurrent_requests: int = Field(8, ge=1, validation_alias="MAX_CONCURRENT_REQUESTS")
     max_queue: int = Field(32, ge=0, validation_alias="MAX_QUEUE")
     grace_period_seconds: float = Field(30.0, ge=0, validation_alias="GRACE_PERIOD_SECONDS")
+    header_timeout_seconds: float = Field(30.0, gt=0, validation_alias="HEADER_TIMEOUT_SECONDS")
+    body_timeout_seconds: float = Field(60.0, gt=0, validation_alias="BODY_TIMEOUT_SECONDS")
+    keep_alive_seconds: int = Field(5, ge=1, validation_alias="KEEP_ALIVE_SECONDS")
+    max_connections: int = Field(256, ge=1, validation_alias="MAX_CONNECTIONS")
+    max_prompt_chars: int = Field(2000, ge=0, validation_alias="MAX_PROMPT_CHARS")
 
     @field_validator("dtype", mode="before")
     @classmethod
@@ -109,17 +114,16 @@ class Settings(BaseSettings):
     @field_validator("api_key_file")
     @classmethod
     def _key_file(cls, v: str | None) -> str | None:
-        if v and not Path(v).is_file():
-            raise ValueError(f"{v} is not a readable file")
-        return v or None
-
-    @property
-    def api_keys(self) -> list[str]:
-        """API_KEY (comma-separated) plus one key per line of API_KEY_FILE; empty: no auth."""
-        keys = (self.api_key or "").split(",")
-        if self.api_key_file:
-            keys += Path(self.api_key_file).read_text().splitlines()
-        return [k.strip() for k in keys if k.strip()]
+        """Fail closed: a key file that is set must hold a key (a half-written Secret must not turn auth off)."""
+        if not v:
+            return None
+        try:
+            text = Path(v).read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{v} is not a readable file ({exc})") from None
+        if not any(line.strip() for line in text.splitlines()):
+            raise ValueError(f"{v} holds no key (one key per line)")
+        return v
 
     @property
     def audio_limits(self) -> AudioLimits:

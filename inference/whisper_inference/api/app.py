@@ -17,8 +17,9 @@ from ..engine.vllm_engine import WhisperEngine
 from ..gpu import GpuInfo, detect_gpu
 from ..transcriber import Transcriber
 from . import routes_audio, routes_meta
+from .auth import ApiKeyMiddleware
 from .errors import install_error_handlers
-from .limits import AdmissionControl, UploadLimitMiddleware
+from .limits import AdmissionControl, BodyDeadlineMiddleware, UploadLimitMiddleware
 from .observe import Metrics, ObserveMiddleware
 from .state import ServerState
 
@@ -43,7 +44,8 @@ def warm_up_upload() -> bytes:
 async def warm_up(engine: WhisperEngine, transcriber: Transcriber) -> None:
     """Decode, resample and generate once, so the first user request does not pay for lazy initialisation
     (the decode workers' forkserver, the resampler, the engine)."""
-    samples = await transcriber.audio.decode(warm_up_upload())
+    # the first decode also starts the forkserver: not held to the per-upload deadline
+    samples = await transcriber.audio.decode(warm_up_upload(), timeout=max(60.0, transcriber.audio.timeout))
     language = "en" if engine.vocab.multilingual else None
     await engine.generate(
         samples, decoder_prompt(engine.vocab, language=language, task="transcribe", timestamps=False), 0.0, max_tokens=4
@@ -110,5 +112,7 @@ def create_app(
     app.include_router(routes_meta.router)
     app.include_router(routes_meta.probes)
     app.add_middleware(UploadLimitMiddleware, max_bytes=int(settings.max_upload_mb * 2**20))
-    app.add_middleware(ObserveMiddleware, metrics=metrics)  # outermost: sees every status, 413s too
+    app.add_middleware(BodyDeadlineMiddleware, seconds=settings.body_timeout_seconds)
+    app.add_middleware(ApiKeyMiddleware, settings=settings)  # before any body is read
+    app.add_middleware(ObserveMiddleware, metrics=metrics)  # outermost: sees every status, 401s and 413s too
     return app

@@ -39,7 +39,7 @@ async def health(state: Annotated[ServerState, Depends(get_state)]) -> JSONRespo
         {
             "status": "ok",
             "ready": state.ready,
-            "model": state.settings.model_id,
+            "model": state.settings.model_name,  # not MODEL_ID: that may be a path inside the image
             "dtype": p.dtype,
             "dtype_reason": p.dtype_reason,
             "kv_cache_dtype": p.kv_cache_dtype,

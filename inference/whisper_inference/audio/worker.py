@@ -108,9 +108,10 @@ class DecodePool:
         self._ctx = multiprocessing.get_context("forkserver")
         self._ctx.set_forkserver_preload(["whisper_inference.audio.decode"])
 
-    async def decode(self, data: bytes) -> np.ndarray:
+    async def decode(self, data: bytes, timeout: float | None = None) -> np.ndarray:
+        """16 kHz mono samples of an upload; `timeout` overrides DECODE_TIMEOUT_SECONDS (the warm-up's)."""
         async with self._slots:
-            job = _Decode(self._ctx, self.limits, self.rate, self.timeout)
+            job = _Decode(self._ctx, self.limits, self.rate, timeout or self.timeout)
             try:
                 return await asyncio.to_thread(job.run, data)
             except asyncio.CancelledError:
