@@ -4,25 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
-
-import numpy as np
+from typing import Any, TypeVar
 
 from .audio.windows import Window, is_quiet, speech_level, split_windows
 from .audio.worker import DecodePool
 from .config import Settings
 from .engine.prompts import decoder_prompt
+from .engine.repetition import is_loop
 from .engine.segments import RawSegment, decoded_until, split_segments
 from .engine.vllm_engine import Generation, WhisperEngine
 
+T = TypeVar("T")
 # openai/whisper's defaults: a window whose first step says "no speech" this confidently and whose
 # text is this unlikely is silence, and its text a hallucination.
 NO_SPEECH_THRESHOLD = 0.6
 LOGPROB_THRESHOLD = -1.0
 # temperature fallback (OpenAI: "if set to 0, the model will use log probability to automatically
-# increase the temperature until certain thresholds are hit"), with openai/whisper's thresholds
-COMPRESSION_RATIO_THRESHOLD = 2.4
+# increase the temperature until certain thresholds are hit"), with openai/whisper's logprob threshold; loops are
+# told by repeated token runs (engine/repetition.py), not by openai/whisper's whole-window compression ratio
 FALLBACK_TEMPERATURES = (0.2, 0.4, 0.6, 0.8, 1.0)
 # Long audio is cut in a pause found in the last seconds of each window (see audio/windows.py).
 SPLIT_SEARCH_SECONDS = 5.0
@@ -114,28 +115,39 @@ def timed_decoding(setting: str, requested: bool, windows: int) -> bool:
     return requested or (setting == "auto" and windows > 1)
 
 
-def needs_fallback(text: str, logprobs: list[float], no_speech_prob: float | None) -> bool:
-    """Retry hotter when the output repeats itself or is unlikely, unless the window is silence."""
-    if no_speech_prob is not None and no_speech_prob > NO_SPEECH_THRESHOLD:
-        return False
-    return compression_ratio(text) > COMPRESSION_RATIO_THRESHOLD or mean_logprob(logprobs) < LOGPROB_THRESHOLD
+@dataclass(frozen=True)
+class Attempt:
+    """One decode of a window at one temperature, judged."""
+
+    generation: Generation
+    temperature: float
+    logprobs: list[float]  # of its text tokens
+    loops: bool
+
+    @property
+    def failed(self) -> bool:
+        """Retry hotter when the output loops or is unlikely, unless the window is silence."""
+        silence = self.generation.no_speech_prob is not None and self.generation.no_speech_prob > NO_SPEECH_THRESHOLD
+        return not silence and (self.loops or mean_logprob(self.logprobs) < LOGPROB_THRESHOLD)
 
 
-def best_attempt(attempts: list[tuple]) -> tuple:
-    """Of (text, logprobs, temperature, ...) attempts that all failed, the one with the best mean logprob less
-    how far its compression ratio exceeds the threshold (one nat per point), then the coolest.
+def best_attempt(attempts: list[Attempt]) -> Attempt:
+    """Of attempts that all failed, a non-looping one before any loop (as faster-whisper), then the best mean
+    logprob, then the coolest. Speech that really repeats a sentence is not a loop here (engine/repetition.py), so
+    it is kept over the hot attempts, which are often gibberish."""
+    return max(attempts, key=lambda a: (not a.loops, mean_logprob(a.logprobs, float("-inf")), -a.temperature))
 
-    Not faster-whisper's "any non-repeating attempt first": speech that really repeats a sentence compresses a
-    little past 2.4, and the hot attempts then are gibberish (measured: WER 1.08 instead of 0.10 on one window
-    of the long-audio test set). A hallucination loop compresses far past it (20 for "la la la ...") and still
-    loses to an unlikely but sane attempt.
-    """
 
-    def key(a):
-        excess = max(0.0, compression_ratio(a[0]) - COMPRESSION_RATIO_THRESHOLD)
-        return mean_logprob(a[1], float("-inf")) - excess, -a[2]
-
-    return max(attempts, key=key)
+async def all_or_none(coros: list[Coroutine[Any, Any, T]]) -> list[T]:
+    """Run coroutines concurrently; when one fails (or the caller is cancelled), cancel the others and re-raise.
+    asyncio.gather alone leaves the siblings of a failed window running in the engine."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        return list(await asyncio.gather(*tasks))
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def is_silence(no_speech_prob: float | None, raw: list[RawSegment]) -> bool:
@@ -146,6 +158,7 @@ def is_silence(no_speech_prob: float | None, raw: list[RawSegment]) -> bool:
 class Transcriber:
     def __init__(self, engine: WhisperEngine, settings: Settings, audio: DecodePool | None = None):
         self.engine, self.settings = engine, settings
+        self.redecoded = 0  # windows decoded again at a higher temperature (whisper_windows_redecoded_total)
         self.audio = audio or DecodePool(
             settings.audio_limits, settings.sampling_rate, settings.decode_workers, settings.decode_timeout_seconds
         )
@@ -182,16 +195,19 @@ class Transcriber:
         faster-whisper does) rather than the last, hottest one.
         """
         ladder = (temperature, *FALLBACK_TEMPERATURES) if temperature == 0 else (temperature,)
-        attempts = []
+        attempts: list[Attempt] = []
+        vocab = self.engine.vocab
         for t in ladder:
+            if attempts:
+                self.redecoded += 1
             gen = await self.engine.generate(window.samples, plan.decoder_ids, t)
-            text = self.engine.detokenize(gen.tokens)
-            lps = [lp for tok, lp in zip(gen.tokens, gen.logprobs) if self.engine.vocab.is_text(tok)]
-            if not needs_fallback(text, lps, gen.no_speech_prob):
+            text = [(tok, lp) for tok, lp in zip(gen.tokens, gen.logprobs, strict=False) if vocab.is_text(tok)]
+            attempt = Attempt(gen, t, [lp for _, lp in text], is_loop([tok for tok, _ in text]))
+            if not attempt.failed:
                 return gen, t
-            attempts.append((text, lps, t, gen))
-        _, _, t, gen = best_attempt(attempts)
-        return gen, t
+            attempts.append(attempt)
+        best = best_attempt(attempts)
+        return best.generation, best.temperature
 
     def rest(self, window: Window, tokens: list[int], plan: Plan) -> Window | None:
         """The part of a window its timed decode left out, when that part holds sound worth another pass."""
@@ -203,7 +219,7 @@ class Transcriber:
         samples = window.samples[cut:]
         if len(samples) < MIN_REST_SECONDS * rate or is_quiet(samples, rate, plan.speech_level):
             return None
-        return Window(window.index, round(window.start + cut / rate, 3), samples)
+        return Window(round(window.start + cut / rate, 3), samples)
 
     async def run(self, job: TranscriptionJob, plan: Plan | None = None) -> Transcript:
         plan = plan or await self.plan(job)
@@ -211,10 +227,10 @@ class Transcriber:
         decoded: list[tuple[Window, Generation, float, list[RawSegment]]] = []
         windows = plan.windows
         for round_ in range(1 + MAX_REST_ROUNDS):
-            # Every window runs at once: vLLM batches them; cancelling this task aborts all of them.
-            results = await asyncio.gather(*(self.generate(c, plan, job.temperature) for c in windows))
+            # Every window runs at once: vLLM batches them; cancelling this task, or one window failing, aborts all.
+            results = await all_or_none([self.generate(c, plan, job.temperature) for c in windows])
             rests = []
-            for window, (gen, temperature) in zip(windows, results):
+            for window, (gen, temperature) in zip(windows, results, strict=True):
                 raw = split_segments(
                     self.engine.vocab, gen.tokens, gen.logprobs, window.start, window.duration(rate), plan.timed
                 )
@@ -254,18 +270,18 @@ class Transcriber:
         """Text deltas in order: window 0 token by token while later windows already run; a timed window that
         stopped early has its rest decoded (and streamed) before the next window's text."""
 
-        async def produce(window: Window, queue: asyncio.Queue) -> None:
+        async def produce(window: Window, queue: asyncio.Queue[list[int] | None]) -> None:
             try:
                 async for tokens in self.engine.generate_tokens(window.samples, plan.decoder_ids, job.temperature):
                     queue.put_nowait(tokens)
             finally:
                 queue.put_nowait(None)
 
-        queues = [asyncio.Queue() for _ in plan.windows]
-        tasks = [asyncio.create_task(produce(c, q)) for c, q in zip(plan.windows, queues)]
+        queues: list[asyncio.Queue[list[int] | None]] = [asyncio.Queue() for _ in plan.windows]
+        tasks = [asyncio.create_task(produce(c, q)) for c, q in zip(plan.windows, queues, strict=True)]
         try:
             emitted = ""
-            for window, queue, task in list(zip(plan.windows, queues, tasks)):
+            for window, queue, task in list(zip(plan.windows, queues, tasks, strict=True)):
                 for round_ in range(1 + MAX_REST_ROUNDS):
                     prefix, tokens = emitted, []
                     while (item := await queue.get()) is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import numpy as np
@@ -58,10 +58,8 @@ async def start_engine(state: ServerState) -> None:
         await state.engine.start()
         await warm_up(state.engine, state.transcriber)
     except Exception as exc:  # any start-up failure: report it through /health and the log, then exit
-        state.fatal = f"engine failed to start: {type(exc).__name__}: {exc}"
-        log.exception(state.fatal)
-        if state.on_fatal:
-            state.on_fatal()
+        log.exception("engine failed to start")
+        state.fail(f"engine failed to start: {type(exc).__name__}: {exc}")
         return
     state.startup_seconds = round(time.monotonic() - began, 1)
     state.ready = True
@@ -71,6 +69,15 @@ async def start_engine(state: ServerState) -> None:
         state.engine.profile.device,
         state.engine.profile.dtype_reason,
     )
+
+
+async def watch_engine(state: ServerState, every_seconds: float = 1.0) -> None:
+    """A started engine that dies (its process killed, out of memory) fails the server even with no request in
+    flight to notice it: /health turns 503 and the process exits 1, so Kubernetes restarts the pod."""
+    while state.fatal is None:
+        await asyncio.sleep(every_seconds)
+        if state.ready and not state.engine.alive:
+            state.fail("the engine died")
 
 
 def create_app(
@@ -91,13 +98,15 @@ def create_app(
     )
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         starter = asyncio.create_task(start_engine(state))  # /health answers while the model loads
+        watchdog = asyncio.create_task(watch_engine(state))
         try:
             yield
         finally:
             state.draining = True
             starter.cancel()
+            watchdog.cancel()
             engine.shutdown()
 
     app = FastAPI(

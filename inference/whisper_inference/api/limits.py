@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -94,7 +95,7 @@ class AdmissionControl:
         self._slots = asyncio.Semaphore(concurrent)
 
     @asynccontextmanager
-    async def admit(self, refuse_when_full: bool = True):
+    async def admit(self, refuse_when_full: bool = True) -> AsyncIterator[None]:
         if refuse_when_full and self.in_flight >= self.concurrent and self.waiting >= self.queue:
             raise APIError(
                 429,

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
 from ..audio.limits import AudioDecodeError, AudioTooLongError, AudioTooShortError
-from ..engine.vllm_engine import EngineError
+from ..engine.vllm_engine import EngineDead, EngineError
 from ..formats.render import MEDIA_TYPES, RESPONSE_FORMATS, render
 from ..languages import UnknownLanguage, normalize_language
 from ..transcriber import RequestError, TranscriptionJob, UnsupportedLanguage, wants_timestamps
 from .auth import require_api_key
 from .cancel import ClientDisconnected, unless_disconnected
-from .errors import APIError
+from .errors import APIError, error_body
 from .state import ServerState, get_state
 
 router = APIRouter(tags=["audio"], dependencies=[Depends(require_api_key)])
@@ -89,7 +90,7 @@ def client_error(exc: AudioDecodeError | RequestError) -> APIError:
     return APIError(400, str(exc), exc.param, code)
 
 
-def sse(event: dict) -> bytes:
+def sse(event: dict[str, Any]) -> bytes:
     return f"data: {json.dumps(event, ensure_ascii=False)}\n\n".encode()
 
 
@@ -149,8 +150,7 @@ async def handle(
     except (AudioDecodeError, RequestError) as exc:
         raise client_error(exc) from None
     except EngineError as exc:
-        state.metrics.engine_errors.inc()
-        raise APIError(500, str(exc), None, "engine_error") from None
+        raise engine_error(state, exc) from None
     except ClientDisconnected:
         return Response(status_code=499)  # nobody is listening; the engine work was aborted
     body = render(transcript, response_format)
@@ -159,15 +159,24 @@ async def handle(
     return PlainTextResponse(body, media_type=MEDIA_TYPES[response_format])
 
 
-def streaming_response(state: ServerState, deltas) -> StreamingResponse:
+def engine_error(state: ServerState, exc: EngineError) -> APIError:
+    """Count an engine failure; a dead engine also fails /health and stops the process."""
+    state.metrics.engine_errors.inc()
+    if isinstance(exc, EngineDead):
+        state.fail(str(exc))
+    return APIError(500, str(exc), None, "engine_error")
+
+
+def streaming_response(state: ServerState, deltas: AsyncIterator[str]) -> StreamingResponse:
     """transcript.text.delta events, then transcript.text.done; the stream then ends.
 
     The engine work happens while the body streams, after the handler's admission slot was given
     back, so the stream takes a slot again for its lifetime; it waits for one rather than failing
-    with 429, since the response has already begun.
+    with 429, since the response has already begun. Once begun, a stream always ends with
+    transcript.text.done or an `error` event, whatever fails.
     """
 
-    async def events():
+    async def events() -> AsyncIterator[bytes]:
         text = ""
         async with state.admission.admit(refuse_when_full=False):
             try:
@@ -175,14 +184,12 @@ def streaming_response(state: ServerState, deltas) -> StreamingResponse:
                     text += delta
                     yield sse({"type": "transcript.text.delta", "delta": delta})
             except EngineError as exc:
-                state.metrics.engine_errors.inc()
-                yield sse(
-                    {
-                        "type": "error",
-                        "error": {"message": str(exc), "type": "server_error", "param": None, "code": "engine_error"},
-                    }
-                )
+                err = engine_error(state, exc)
+                yield sse({"type": "error", **error_body(err.status, err.message, None, err.code)})
                 return
+            except Exception as exc:  # a bug: still tell the client the stream is over, then let it be logged
+                yield sse({"type": "error", **error_body(500, f"internal error: {type(exc).__name__}", None, None)})
+                raise
         yield sse({"type": "transcript.text.done", "text": text})
 
     return StreamingResponse(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response
@@ -19,7 +19,7 @@ CREATED = int(time.time())
 
 
 @router.get("/v1/models", summary="The served model and its aliases")
-async def models(state: Annotated[ServerState, Depends(get_state)]) -> dict:
+async def models(state: Annotated[ServerState, Depends(get_state)]) -> dict[str, Any]:
     names = [state.settings.model_name, *MODEL_ALIASES]
     return {
         "object": "list",

@@ -15,7 +15,7 @@ import io
 import av
 import numpy as np
 import soundfile as sf
-import soxr
+import soxr  # type: ignore[import-untyped]
 
 from .limits import (
     MIN_AUDIO_SECONDS,

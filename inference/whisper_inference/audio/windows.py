@@ -12,7 +12,6 @@ QUIET_RATIO = 0.1  # a stretch this far (-20 dB) below the upload's speech level
 
 @dataclass(frozen=True)
 class Window:
-    index: int
     start: float  # seconds from the start of the upload
     samples: np.ndarray
 
@@ -72,7 +71,7 @@ def split_windows(samples: np.ndarray, rate: int, window_seconds: float, search_
     windows = []
     for i, begin in enumerate(bounds):
         end = bounds[i + 1] if i + 1 < len(bounds) else len(samples)
-        windows.append(Window(i, begin / rate, samples[begin:end]))
+        windows.append(Window(begin / rate, samples[begin:end]))
     return windows
 
 

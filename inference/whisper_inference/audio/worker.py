@@ -12,6 +12,7 @@ import multiprocessing
 import threading
 import time
 from multiprocessing.connection import Connection
+from multiprocessing.context import ForkServerContext
 
 import numpy as np
 
@@ -40,7 +41,7 @@ def _child(conn: Connection, limits: AudioLimits, rate: int) -> None:
             conn.send(("error", type(exc).__name__, str(exc)))
             return
         conn.send(("ok", len(samples)))
-        conn.send_bytes(memoryview(samples))
+        conn.send_bytes(memoryview(samples.data))
     finally:
         conn.close()
 
@@ -48,7 +49,7 @@ def _child(conn: Connection, limits: AudioLimits, rate: int) -> None:
 class _Decode:
     """One upload's worker process; `run` blocks (call it in a thread), `kill` may come from any thread."""
 
-    def __init__(self, ctx: multiprocessing.context.BaseContext, limits: AudioLimits, rate: int, timeout: float):
+    def __init__(self, ctx: ForkServerContext, limits: AudioLimits, rate: int, timeout: float):
         self.ctx, self.limits, self.rate, self.timeout = ctx, limits, rate, timeout
         self.process: multiprocessing.process.BaseProcess | None = None
         self.killed = threading.Event()
@@ -75,7 +76,7 @@ class _Decode:
             samples = np.empty(int(reply[1]), np.float32)
             if len(samples):
                 self._wait(parent, deadline)
-                parent.recv_bytes_into(memoryview(samples).cast("B"))
+                parent.recv_bytes_into(memoryview(samples.data).cast("B"))
             return samples
         except (EOFError, OSError):
             if self.killed.is_set():
@@ -93,9 +94,9 @@ class _Decode:
                 f"decoding the upload took longer than {self.timeout:g} s (DECODE_TIMEOUT_SECONDS)"
             )
 
-    def _recv(self, conn: Connection, deadline: float) -> tuple:
+    def _recv(self, conn: Connection, deadline: float) -> tuple[str, ...]:
         self._wait(conn, deadline)
-        reply: tuple = conn.recv()
+        reply: tuple[str, ...] = conn.recv()
         return reply
 
 
@@ -105,7 +106,7 @@ class DecodePool:
     def __init__(self, limits: AudioLimits, rate: int, workers: int, timeout: float):
         self.limits, self.rate, self.timeout = limits, rate, timeout
         self._slots = asyncio.Semaphore(workers)
-        self._ctx = multiprocessing.get_context("forkserver")
+        self._ctx: ForkServerContext = multiprocessing.get_context("forkserver")
         self._ctx.set_forkserver_preload(["whisper_inference.audio.decode"])
 
     async def decode(self, data: bytes, timeout: float | None = None) -> np.ndarray:

@@ -26,11 +26,9 @@ def decoder_prompt(
         if language is None:
             raise ValueError("multilingual models need a language token (detect it first)")
         ids.append(vocab.languages[language])
-        ids.append(vocab.translate if task == "translate" else vocab.transcribe)
+        task_token = vocab.translate if task == "translate" else vocab.transcribe
+        if task_token is None:
+            raise ValueError(f"the model's vocabulary has no {task} token")
+        ids.append(task_token)
     ids.append(vocab.timestamp_begin if timestamps else vocab.notimestamps)
     return ids
-
-
-def language_detection_prompt(vocab: WhisperVocab) -> list[int]:
-    """<|startoftranscript|> alone: the next token Whisper predicts is the spoken language."""
-    return [vocab.sot]

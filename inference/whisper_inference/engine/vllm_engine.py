@@ -8,6 +8,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -16,6 +17,11 @@ from ..gpu import GpuInfo, choose_dtype, choose_kv_cache_dtype
 from ..languages import all_codes
 from .timestamp_rules import EXTRA_ARG, LOGITS_PROCESSOR
 from .vocab import WhisperVocab
+
+if TYPE_CHECKING:
+    from vllm import SamplingParams
+    from vllm.outputs import RequestOutput
+    from vllm.v1.engine.async_llm import AsyncLLM
 
 log = logging.getLogger(__name__)
 NO_SPEECH_TOP_K = 20
@@ -43,6 +49,10 @@ class EngineError(RuntimeError):
     """The engine failed on a request it accepted (not the client's fault)."""
 
 
+class EngineDead(EngineError):
+    """The engine process died: nothing more will be served (the server exits; see api/app.py)."""
+
+
 def build_profile(settings: Settings, gpu: GpuInfo | None) -> EngineProfile:
     dtype, why = choose_dtype(settings.dtype, gpu)
     backend = settings.attention_backend
@@ -57,9 +67,9 @@ def build_profile(settings: Settings, gpu: GpuInfo | None) -> EngineProfile:
     )
 
 
-def engine_args(settings: Settings, profile: EngineProfile) -> dict:
+def engine_args(settings: Settings, profile: EngineProfile) -> dict[str, Any]:
     """Keyword arguments for vLLM's AsyncEngineArgs (pure, unit-tested)."""
-    args = dict(
+    args: dict[str, Any] = dict(  # noqa: C408  (keyword style reads as the vLLM arguments it is)
         model=settings.model_id,
         tokenizer=settings.model_id,
         dtype=profile.dtype,
@@ -86,9 +96,28 @@ class WhisperEngine:
     def __init__(self, settings: Settings, gpu: GpuInfo | None):
         self.settings = settings
         self.profile = build_profile(settings, gpu)
-        self._engine = None
-        self.vocab: WhisperVocab | None = None
-        self.tokenizer = None
+        self._engine: AsyncLLM | None = None
+        self._vocab: WhisperVocab | None = None
+        self._tokenizer: Any = None
+
+    # Set by start(); the server calls nothing else before start() has returned.
+    @property
+    def vocab(self) -> WhisperVocab:
+        if self._vocab is None:
+            raise EngineError("the engine has not started")
+        return self._vocab
+
+    @property
+    def tokenizer(self) -> Any:
+        if self._tokenizer is None:
+            raise EngineError("the engine has not started")
+        return self._tokenizer
+
+    @property
+    def running(self) -> AsyncLLM:
+        if self._engine is None:
+            raise EngineDead("the engine is not running")
+        return self._engine
 
     async def start(self) -> None:
         from transformers import AutoTokenizer
@@ -98,8 +127,8 @@ class WhisperEngine:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; plenty for Whisper's 448 tokens
         if not self.settings.use_flashinfer:
             os.environ["VLLM_USE_FLASHINFER_SAMPLER"] = "0"
-        self.tokenizer = AutoTokenizer.from_pretrained(self.settings.model_id)
-        self.vocab = WhisperVocab.from_tokenizer(self.tokenizer, all_codes())
+        self._tokenizer = AutoTokenizer.from_pretrained(self.settings.model_id)
+        self._vocab = WhisperVocab.from_tokenizer(self._tokenizer, all_codes())
         args = engine_args(self.settings, self.profile)
         log.info("starting vLLM: %s", {k: v for k, v in args.items() if k != "tokenizer"})
         self._engine = AsyncLLMEngine.from_engine_args(AsyncEngineArgs(**args))
@@ -117,31 +146,38 @@ class WhisperEngine:
         """Requests the engine still holds (0 after every client's work finished or was aborted)."""
         if self._engine is None:
             return 0
-        return self._engine.output_processor.get_num_unfinished_requests()
+        return int(self._engine.output_processor.get_num_unfinished_requests())
 
     def detokenize(self, tokens: list[int]) -> str:
-        return self.tokenizer.decode([t for t in tokens if t < self.vocab.eot])
+        return str(self.tokenizer.decode([t for t in tokens if t < self.vocab.eot]))
 
     def encode_text(self, text: str) -> list[int]:
-        return self.tokenizer.encode(" " + text.strip(), add_special_tokens=False)
+        return list(self.tokenizer.encode(" " + text.strip(), add_special_tokens=False))
 
-    async def _stream(self, samples: np.ndarray, decoder_ids: list[int], params) -> AsyncIterator:
+    async def _stream(
+        self, samples: np.ndarray, decoder_ids: list[int], params: SamplingParams
+    ) -> AsyncIterator[RequestOutput]:
         """vLLM's outputs for one request as they grow; cancelling the consumer aborts the request."""
         from vllm.exceptions import VLLMValidationError
         from vllm.inputs import TokensPrompt
+        from vllm.v1.engine.exceptions import EngineDeadError, EngineGenerateError
 
         prompt = {
             "encoder_prompt": {"prompt": "", "multi_modal_data": {"audio": (samples, self.settings.sampling_rate)}},
             "decoder_prompt": TokensPrompt(prompt_token_ids=decoder_ids),
         }
         try:
-            async for out in self._engine.generate(prompt, params, request_id=uuid.uuid4().hex):
+            async for out in self.running.generate(prompt, params, request_id=uuid.uuid4().hex):  # type: ignore[arg-type]
                 if out.outputs:
                     yield out
         except (ValueError, TypeError, VLLMValidationError) as exc:
             raise EngineError(f"engine rejected the request: {exc}") from exc
+        except EngineDeadError as exc:
+            raise EngineDead("the engine died") from exc
+        except EngineGenerateError as exc:
+            raise EngineError(f"the engine failed on this request: {exc.__cause__ or exc}") from exc
 
-    async def _run(self, samples: np.ndarray, decoder_ids: list[int], params):
+    async def _run(self, samples: np.ndarray, decoder_ids: list[int], params: SamplingParams) -> RequestOutput:
         final = None
         async for out in self._stream(samples, decoder_ids, params):
             final = out
@@ -167,7 +203,7 @@ class WhisperEngine:
         scores = out.logprobs[0] if out.logprobs else {}
         return self.vocab.language_by_id[token], math.exp(scores[token].logprob) if token in scores else 0.0
 
-    def _sampling(self, decoder_ids: list[int], temperature: float, max_tokens: int | None):
+    def _sampling(self, decoder_ids: list[int], temperature: float, max_tokens: int | None) -> SamplingParams:
         from vllm import SamplingParams
 
         budget = self.settings.max_model_len - len(decoder_ids)
@@ -203,7 +239,7 @@ class WhisperEngine:
             prompt_logprobs=NO_SPEECH_TOP_K if self.vocab.nospeech is not None else None,
         )
 
-    def _no_speech(self, request_output, decoder_ids: list[int]) -> float | None:
+    def _no_speech(self, request_output: RequestOutput, decoder_ids: list[int]) -> float | None:
         rows = getattr(request_output, "prompt_logprobs", None)
         at = decoder_ids.index(self.vocab.sot) + 1  # row i holds the distribution that predicted token i
         if not rows or at >= len(rows) or rows[at] is None:
@@ -217,7 +253,10 @@ class WhisperEngine:
         out = await self._run(samples, decoder_ids, self._sampling(decoder_ids, temperature, max_tokens))
         first = out.outputs[0]
         tokens = list(first.token_ids)
-        lps = [(step.get(t).logprob if step and t in step else 0.0) for t, step in zip(tokens, first.logprobs or [])]
+        lps = [
+            (step[t].logprob if step and t in step else 0.0)
+            for t, step in zip(tokens, first.logprobs or [], strict=False)  # logprobs may be absent
+        ]
         return Generation(tokens=tokens, logprobs=lps, no_speech_prob=self._no_speech(out, decoder_ids))
 
     async def generate_tokens(
