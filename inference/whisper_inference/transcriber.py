@@ -150,6 +150,12 @@ async def all_or_none(coros: list[Coroutine[Any, Any, T]]) -> list[T]:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+def capped_prompt(prompt: str, max_chars: int) -> str:
+    """The end of the prompt, at most MAX_PROMPT_CHARS: Whisper keeps only the last 223 prompt tokens anyway, and
+    tokenizing is cut short before it costs more than that."""
+    return prompt[-max_chars:] if max_chars else ""
+
+
 def is_silence(no_speech_prob: float | None, raw: list[RawSegment]) -> bool:
     avg = mean_logprob([lp for seg in raw for lp in seg.logprobs])
     return no_speech_prob is not None and no_speech_prob > NO_SPEECH_THRESHOLD and avg < LOGPROB_THRESHOLD
@@ -183,7 +189,9 @@ class Transcriber:
         duration = len(samples) / rate
         windows = split_windows(samples, rate, self.settings.window_seconds, SPLIT_SEARCH_SECONDS)
         language = await self.language_for(job, windows[0])
-        previous = self.engine.encode_text(job.prompt) if job.prompt else None
+        previous = (
+            self.engine.encode_text(capped_prompt(job.prompt, self.settings.max_prompt_chars)) if job.prompt else None
+        )
         timed = timed_decoding(self.settings.timestamps_policy, job.show_timestamps, len(windows))
         ids = decoder_prompt(self.engine.vocab, language=language, task=job.task, timestamps=timed, previous=previous)
         return Plan(duration, windows, language, ids, timed, speech_level(samples, rate))

@@ -31,8 +31,6 @@ def test_jfk_ten_times_gives_ten_sentences_every_time(base_server, fixtures_dir,
         body = r.json()
         text = normalize(body["text"])
         assert text.count("fellow americans") == 10 and text.count("do for your country") == 10, body["text"]
-        if fmt == "verbose_json":
-            assert {s["temperature"] for s in body["segments"]} == {0.0}  # greedy: nothing was decoded again
         texts.append(text)
     # the same words every run (vLLM on CPU does not promise bit-identical logits across batch shapes, so a
     # near-tie may flip a letter's case between runs; the words are what greedy decoding must keep)

@@ -152,7 +152,9 @@ class WhisperEngine:
         return str(self.tokenizer.decode([t for t in tokens if t < self.vocab.eot]))
 
     def encode_text(self, text: str) -> list[int]:
-        return list(self.tokenizer.encode(" " + text.strip(), add_special_tokens=False))
+        """Token ids of user text. A special token's spelling in it ("<|endoftext|>") is text, never the control
+        token (split_special_tokens), so a prompt cannot end the transcript or switch the task."""
+        return list(self.tokenizer.encode(" " + text.strip(), add_special_tokens=False, split_special_tokens=True))
 
     async def _stream(
         self, samples: np.ndarray, decoder_ids: list[int], params: SamplingParams
