@@ -76,6 +76,8 @@ class Settings(BaseSettings):
     body_timeout_seconds: float = Field(60.0, gt=0, validation_alias="BODY_TIMEOUT_SECONDS")
     keep_alive_seconds: int = Field(5, ge=1, validation_alias="KEEP_ALIVE_SECONDS")
     max_connections: int = Field(256, ge=1, validation_alias="MAX_CONNECTIONS")
+    # unset: half of vLLM's batch (MAX_NUM_SEQS); 0: no cap (every window of a request at once)
+    max_windows_per_request: int | None = Field(None, ge=0, validation_alias="MAX_WINDOWS_PER_REQUEST")
     max_prompt_chars: int = Field(2000, ge=0, validation_alias="MAX_PROMPT_CHARS")
 
     @field_validator("dtype", mode="before")

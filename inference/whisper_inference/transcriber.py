@@ -88,6 +88,9 @@ class Plan:
     decoder_ids: list[int]
     timed: bool = False  # decode with timestamp tokens (see timed_decoding)
     speech_level: float = 0.0  # the upload's loud-frame energy: what "not silence" means for this audio
+    # this request's windows in the engine at once (MAX_WINDOWS_PER_REQUEST): a long upload leaves room in vLLM's
+    # batch for short requests instead of queueing them behind all its windows
+    window_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(2**30))
 
 
 def mean_logprob(logprobs: list[float], empty: float = 0.0) -> float:
@@ -194,7 +197,10 @@ class Transcriber:
         )
         timed = timed_decoding(self.settings.timestamps_policy, job.show_timestamps, len(windows))
         ids = decoder_prompt(self.engine.vocab, language=language, task=job.task, timestamps=timed, previous=previous)
-        return Plan(duration, windows, language, ids, timed, speech_level(samples, rate))
+        cap = self.settings.max_windows_per_request
+        cap = max(1, self.engine.batch_size // 2) if cap is None else cap
+        slots = asyncio.Semaphore(cap or 2**30)
+        return Plan(duration, windows, language, ids, timed, speech_level(samples, rate), slots)
 
     async def generate(self, window: Window, plan: Plan, temperature: float) -> tuple[Generation, float]:
         """One window; at temperature 0, fall back to hotter decoding while the output looks broken.
@@ -208,7 +214,8 @@ class Transcriber:
         for t in ladder:
             if attempts:
                 self.redecoded += 1
-            gen = await self.engine.generate(window.samples, plan.decoder_ids, t)
+            async with plan.window_slots:
+                gen = await self.engine.generate(window.samples, plan.decoder_ids, t)
             text = [(tok, lp) for tok, lp in zip(gen.tokens, gen.logprobs, strict=False) if vocab.is_text(tok)]
             attempt = Attempt(gen, t, [lp for _, lp in text], is_loop([tok for tok, _ in text]))
             if not attempt.failed:
@@ -280,8 +287,9 @@ class Transcriber:
 
         async def produce(window: Window, queue: asyncio.Queue[list[int] | None]) -> None:
             try:
-                async for tokens in self.engine.generate_tokens(window.samples, plan.decoder_ids, job.temperature):
-                    queue.put_nowait(tokens)
+                async with plan.window_slots:
+                    async for tokens in self.engine.generate_tokens(window.samples, plan.decoder_ids, job.temperature):
+                        queue.put_nowait(tokens)
             finally:
                 queue.put_nowait(None)
 

@@ -67,6 +67,12 @@ def build_profile(settings: Settings, gpu: GpuInfo | None) -> EngineProfile:
     )
 
 
+def batch_size(settings: Settings, profile: EngineProfile) -> int:
+    """Sequences vLLM batches at once. Unset: 16 on CPU (one core does the work), 128 on a GPU, where batching
+    windows is the win."""
+    return settings.max_num_seqs or (16 if profile.device == "cpu" else 128)
+
+
 def engine_args(settings: Settings, profile: EngineProfile) -> dict[str, Any]:
     """Keyword arguments for vLLM's AsyncEngineArgs (pure, unit-tested)."""
     args: dict[str, Any] = dict(  # noqa: C408  (keyword style reads as the vLLM arguments it is)
@@ -75,8 +81,7 @@ def engine_args(settings: Settings, profile: EngineProfile) -> dict[str, Any]:
         dtype=profile.dtype,
         kv_cache_dtype=profile.kv_cache_dtype,
         max_model_len=settings.max_model_len,
-        # unset: 16 on CPU (one core does the work), 128 on a GPU, where batching windows is the win
-        max_num_seqs=settings.max_num_seqs or (16 if profile.device == "cpu" else 128),
+        max_num_seqs=batch_size(settings, profile),
         limit_mm_per_prompt={"audio": 1},
         max_logprobs=128,  # language detection scores all ~100 language tokens in one step
         served_model_name=[settings.model_name],
@@ -112,6 +117,10 @@ class WhisperEngine:
         if self._tokenizer is None:
             raise EngineError("the engine has not started")
         return self._tokenizer
+
+    @property
+    def batch_size(self) -> int:
+        return batch_size(self.settings, self.profile)
 
     @property
     def running(self) -> AsyncLLM:
