@@ -80,7 +80,6 @@ def test_bombs_are_refused_in_bounded_time_and_memory(tiny_server, name):
     err = r.json()["error"]
     assert err["code"] == code and err["param"] == "file" and names in err["message"], err
     # an hour at 16 kHz float32 is 230 MB (and the old server's peak was 1.1 GB); the cap is 120 s (7.7 MB)
-    print(f"RSS growth {name}: {grown / 2**20:.1f} MiB")
     assert grown < 100 * 2**20, f"the server's RSS grew by {grown / 2**20:.0f} MiB"
 
 
