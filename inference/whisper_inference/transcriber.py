@@ -24,6 +24,7 @@ LOGPROB_THRESHOLD = -1.0
 # temperature fallback (OpenAI: "if set to 0, the model will use log probability to automatically
 # increase the temperature until certain thresholds are hit"), with openai/whisper's logprob threshold; loops are
 # told by repeated token runs (engine/repetition.py), not by openai/whisper's whole-window compression ratio
+FALLBACK_SEED = 0
 FALLBACK_TEMPERATURES = (0.2, 0.4, 0.6, 0.8, 1.0)
 # Long audio is cut in a pause found in the last seconds of each window (see audio/windows.py).
 SPLIT_SEARCH_SECONDS = 5.0
@@ -214,8 +215,10 @@ class Transcriber:
         for t in ladder:
             if attempts:
                 self.redecoded += 1
+            # fallback attempts sample with a fixed seed: the same upload gives the same transcript every time
+            seed = FALLBACK_SEED if attempts else None
             async with plan.window_slots:
-                gen = await self.engine.generate(window.samples, plan.decoder_ids, t)
+                gen = await self.engine.generate(window.samples, plan.decoder_ids, t, seed=seed)
             text = [(tok, lp) for tok, lp in zip(gen.tokens, gen.logprobs, strict=False) if vocab.is_text(tok)]
             attempt = Attempt(gen, t, [lp for _, lp in text], is_loop([tok for tok, _ in text]))
             if not attempt.failed:

@@ -214,7 +214,9 @@ class WhisperEngine:
         scores = out.logprobs[0] if out.logprobs else {}
         return self.vocab.language_by_id[token], math.exp(scores[token].logprob) if token in scores else 0.0
 
-    def _sampling(self, decoder_ids: list[int], temperature: float, max_tokens: int | None) -> SamplingParams:
+    def _sampling(
+        self, decoder_ids: list[int], temperature: float, max_tokens: int | None, seed: int | None = None
+    ) -> SamplingParams:
         from vllm import SamplingParams
 
         budget = self.settings.max_model_len - len(decoder_ids)
@@ -237,6 +239,7 @@ class WhisperEngine:
         ]
         return SamplingParams(
             temperature=temperature,
+            seed=seed,
             max_tokens=min(max_tokens or budget, budget),
             logprobs=0,
             detokenize=False,
@@ -259,9 +262,14 @@ class WhisperEngine:
         return math.exp(entry.logprob) if entry is not None else 0.0
 
     async def generate(
-        self, samples: np.ndarray, decoder_ids: list[int], temperature: float, max_tokens: int | None = None
+        self,
+        samples: np.ndarray,
+        decoder_ids: list[int],
+        temperature: float,
+        max_tokens: int | None = None,
+        seed: int | None = None,
     ) -> Generation:
-        out = await self._run(samples, decoder_ids, self._sampling(decoder_ids, temperature, max_tokens))
+        out = await self._run(samples, decoder_ids, self._sampling(decoder_ids, temperature, max_tokens, seed))
         first = out.outputs[0]
         tokens = list(first.token_ids)
         lps = [
