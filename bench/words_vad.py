@@ -76,8 +76,8 @@ def bench_words_vad(model_path: str, audio: dict, fixtures: Path, wer) -> dict:
         await engine.start()
         t = Transcriber(engine, settings)
         first = audio["short"][0][1]
-        await t.run(TranscriptionJob(first, language="en", timestamps=True, words=True))  # loads the aligner
-        await t.run(TranscriptionJob(first, language="en", timestamps=True, vad=VadOptions()))  # loads the VAD
+        await t.run(TranscriptionJob(first, language="en", show_timestamps=True, words=True))  # loads the aligner
+        await t.run(TranscriptionJob(first, language="en", show_timestamps=True, vad=VadOptions()))  # loads the VAD
 
         async def timed(items, repeats: int, **job) -> tuple[float, float]:
             """Wall seconds for the items one after another (best of `repeats`), and their mean WER."""
@@ -86,7 +86,7 @@ def bench_words_vad(model_path: str, audio: dict, fixtures: Path, wer) -> dict:
                 began = time.perf_counter()
                 errors = []
                 for _, data, _, ref in items:
-                    out = await t.run(TranscriptionJob(data, language="en", timestamps=True, **job))
+                    out = await t.run(TranscriptionJob(data, language="en", show_timestamps=True, **job))
                     errors.append(wer(ref, out.text))
                 best = min(best, time.perf_counter() - began)
             return best, statistics.mean(errors)
@@ -110,8 +110,8 @@ def bench_words_vad(model_path: str, audio: dict, fixtures: Path, wer) -> dict:
                 print(f"  words {label:7s} segment {seg:7.2f}s  word {word:7.2f}s  (+{100 * (word / seg - 1):.0f}%)")
             for kind in NON_SPEECH:
                 data = non_speech(kind)
-                off = await t.run(TranscriptionJob(data, language="en", timestamps=True))
-                on = await t.run(TranscriptionJob(data, language="en", timestamps=True, vad=VadOptions()))
+                off = await t.run(TranscriptionJob(data, language="en", show_timestamps=True))
+                on = await t.run(TranscriptionJob(data, language="en", show_timestamps=True, vad=VadOptions()))
                 results[f"non-speech {kind}"] = {"off_text": off.text, "on_text": on.text}
                 print(f"  non-speech {kind:12s} off {off.text!r}  on {on.text!r}")
             for label, items in (("paused", [("paused", *paused)]), ("long", audio["long"])):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from types import FrameType
 
 
 def main() -> int:
@@ -18,11 +19,12 @@ def main() -> int:
     import uvicorn
 
     from .api.app import create_app
+    from .api.server import uvicorn_config
 
     class DrainingServer(uvicorn.Server):
         """On SIGTERM/SIGINT: /ready turns 503 and new requests get 503 while in-flight ones finish."""
 
-        def handle_exit(self, sig, frame) -> None:
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             app.state.server.draining = True
             super().handle_exit(sig, frame)
             # uvicorn re-raises the signal after shutdown; a drained server exits 0 instead
@@ -35,15 +37,7 @@ def main() -> int:
             server.should_exit = True
 
     app = create_app(settings, on_fatal=stop)
-    server = DrainingServer(
-        uvicorn.Config(
-            app,
-            host=settings.host,
-            port=settings.port,
-            log_level=settings.log_level.lower(),
-            timeout_graceful_shutdown=settings.grace_period_seconds,
-        )
-    )
+    server = DrainingServer(uvicorn_config(app, settings))
     server.run()
     return 1 if app.state.server.fatal else 0
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .audio.limits import AudioLimits
 
 if TYPE_CHECKING:
     from .audio.vad import VadOptions
@@ -54,9 +56,13 @@ class Settings(BaseSettings):
     window_seconds: float = Field(
         30.0, gt=0, le=30, validation_alias=AliasChoices("WHISPER_WINDOW_SECONDS", "WHISPER_SEGMENT_DURATION_SEC")
     )
-    max_audio_seconds: float = Field(0.0, ge=0, validation_alias="MAX_AUDIO_SECONDS")
+    # 0: the hard cap (audio/limits.py HARD_MAX_AUDIO_SECONDS), never unlimited
+    max_audio_seconds: float = Field(3600.0, ge=0, validation_alias="MAX_AUDIO_SECONDS")
+    max_decoded_mb: float = Field(2048.0, gt=0, validation_alias="MAX_DECODED_MB")
+    decode_workers: int = Field(2, ge=1, le=64, validation_alias="DECODE_WORKERS")
+    decode_timeout_seconds: float = Field(60.0, gt=0, validation_alias="DECODE_TIMEOUT_SECONDS")
     language_force: str | None = Field(None, validation_alias="LANGUAGE_FORCE")
-    timestamps: Literal["auto", "none", "segments"] = Field("auto", validation_alias="TIMESTAMPS")
+    timestamps_policy: Literal["auto", "none", "segments"] = Field("auto", validation_alias="TIMESTAMPS")
     host: str = Field("0.0.0.0", validation_alias="HOST")
     port: int = Field(8080, ge=1, le=65535, validation_alias="PORT")
     max_model_len: int = Field(448, ge=64, le=448, validation_alias="MAX_MODEL_LEN")
@@ -69,6 +75,13 @@ class Settings(BaseSettings):
     max_concurrent_requests: int = Field(8, ge=1, validation_alias="MAX_CONCURRENT_REQUESTS")
     max_queue: int = Field(32, ge=0, validation_alias="MAX_QUEUE")
     grace_period_seconds: float = Field(30.0, ge=0, validation_alias="GRACE_PERIOD_SECONDS")
+    header_timeout_seconds: float = Field(30.0, gt=0, validation_alias="HEADER_TIMEOUT_SECONDS")
+    body_timeout_seconds: float = Field(60.0, gt=0, validation_alias="BODY_TIMEOUT_SECONDS")
+    keep_alive_seconds: int = Field(5, ge=1, validation_alias="KEEP_ALIVE_SECONDS")
+    max_connections: int = Field(256, ge=1, validation_alias="MAX_CONNECTIONS")
+    # unset: half of vLLM's batch (MAX_NUM_SEQS); 0: no cap (every window of a request at once)
+    max_windows_per_request: int | None = Field(None, ge=0, validation_alias="MAX_WINDOWS_PER_REQUEST")
+    max_prompt_chars: int = Field(2000, ge=0, validation_alias="MAX_PROMPT_CHARS")
     # issue 11: word cues in srt/vtt (0: one cue per segment) and the chunking_strategy of requests that send none
     subtitle_max_words: int = Field(0, ge=0, le=100, validation_alias="SUBTITLE_MAX_WORDS")
     chunking_strategy: str = Field("", validation_alias="CHUNKING_STRATEGY")
@@ -130,17 +143,20 @@ class Settings(BaseSettings):
     @field_validator("api_key_file")
     @classmethod
     def _key_file(cls, v: str | None) -> str | None:
-        if v and not Path(v).is_file():
-            raise ValueError(f"{v} is not a readable file")
-        return v or None
+        """Fail closed: a key file that is set must hold a key (a half-written Secret must not turn auth off)."""
+        if not v:
+            return None
+        try:
+            text = Path(v).read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{v} is not a readable file ({exc})") from None
+        if not any(line.strip() for line in text.splitlines()):
+            raise ValueError(f"{v} holds no key (one key per line)")
+        return v
 
     @property
-    def api_keys(self) -> list[str]:
-        """API_KEY (comma-separated) plus one key per line of API_KEY_FILE; empty: no auth."""
-        keys = (self.api_key or "").split(",")
-        if self.api_key_file:
-            keys += Path(self.api_key_file).read_text().splitlines()
-        return [k.strip() for k in keys if k.strip()]
+    def audio_limits(self) -> AudioLimits:
+        return AudioLimits(max_seconds=self.max_audio_seconds, max_decoded_bytes=int(self.max_decoded_mb * 2**20))
 
     @property
     def model_name(self) -> str:
@@ -155,7 +171,7 @@ def _env_name(field: str) -> str:
     return str(alias or field).upper()
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings(**overrides: Any) -> Settings:
     """Read Settings from the environment; raise ConfigError naming the offending variable."""
     try:
         return Settings(**overrides)

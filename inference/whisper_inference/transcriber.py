@@ -4,29 +4,33 @@ from __future__ import annotations
 
 import asyncio
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import numpy as np
 
-from .audio.windows import Window, is_quiet, speech_level, split_windows
-from .audio.decode import decode_audio
 from .audio.vad import SileroVad, VadOptions, find_speech, speech_windows
+from .audio.windows import Window, is_quiet, speech_level, split_windows
+from .audio.worker import DecodePool
 from .config import Settings
-from .engine.prompts import decoder_prompt
-from .engine.segments import RawSegment, decoded_until, split_segments
 from .engine.alignment import Aligner, align_words
+from .engine.prompts import decoder_prompt
+from .engine.repetition import is_loop
+from .engine.segments import RawSegment, decoded_until, split_segments
 from .engine.token_logprobs import TokenLogprob
-from .engine.words import Word
 from .engine.vllm_engine import Generation, WhisperEngine
+from .engine.words import Word
 
+T = TypeVar("T")
 # openai/whisper's defaults: a window whose first step says "no speech" this confidently and whose
 # text is this unlikely is silence, and its text a hallucination.
 NO_SPEECH_THRESHOLD = 0.6
 LOGPROB_THRESHOLD = -1.0
 # temperature fallback (OpenAI: "if set to 0, the model will use log probability to automatically
-# increase the temperature until certain thresholds are hit"), with openai/whisper's thresholds
-COMPRESSION_RATIO_THRESHOLD = 2.4
+# increase the temperature until certain thresholds are hit"), with openai/whisper's logprob threshold; loops are
+# told by repeated token runs (engine/repetition.py), not by openai/whisper's whole-window compression ratio
+FALLBACK_SEED = 0
 FALLBACK_TEMPERATURES = (0.2, 0.4, 0.6, 0.8, 1.0)
 # Long audio is cut in a pause found in the last seconds of each window (see audio/windows.py).
 SPLIT_SEARCH_SECONDS = 5.0
@@ -37,11 +41,15 @@ MIN_REST_SECONDS = 1.0
 
 
 class RequestError(ValueError):
-    """The client's request cannot be served as sent (maps to a 400 with `param`)."""
+    """The client's request cannot be served as sent (the api layer answers 400 naming `param`)."""
 
-    def __init__(self, message: str, param: str | None = None, code: str | None = None):
+    def __init__(self, message: str, param: str | None = None):
         super().__init__(message)
-        self.param, self.code = param, code
+        self.param = param
+
+
+class UnsupportedLanguage(RequestError):
+    """The model cannot transcribe the language asked for."""
 
 
 @dataclass
@@ -77,7 +85,7 @@ class TranscriptionJob:
     language: str | None = None  # ISO 639-1, already normalized
     prompt: str | None = None
     temperature: float = 0.0
-    timestamps: bool = False  # ask Whisper for timestamp tokens
+    show_timestamps: bool = False  # the response format shows segment times
     logprobs: bool = False  # include[]=logprobs
     words: bool = False  # align words (timestamp_granularities[]=word, or word cues in srt/vtt)
     show_segments: bool = True
@@ -101,8 +109,11 @@ class Plan:
     windows: list[Window]
     language: str
     decoder_ids: list[int]
-    timestamps: bool = False  # decode with timestamp tokens (see timed_decoding)
+    timed: bool = False  # decode with timestamp tokens (see timed_decoding)
     speech_level: float = 0.0  # the upload's loud-frame energy: what "not silence" means for this audio
+    # this request's windows in the engine at once (MAX_WINDOWS_PER_REQUEST): a long upload leaves room in vLLM's
+    # batch for short requests instead of queueing them behind all its windows
+    window_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(2**30))
 
 
 def mean_logprob(logprobs: list[float], empty: float = 0.0) -> float:
@@ -130,28 +141,45 @@ def timed_decoding(setting: str, requested: bool, windows: int) -> bool:
     return requested or (setting == "auto" and windows > 1)
 
 
-def needs_fallback(text: str, logprobs: list[float], no_speech_prob: float | None) -> bool:
-    """Retry hotter when the output repeats itself or is unlikely, unless the window is silence."""
-    if no_speech_prob is not None and no_speech_prob > NO_SPEECH_THRESHOLD:
-        return False
-    return compression_ratio(text) > COMPRESSION_RATIO_THRESHOLD or mean_logprob(logprobs) < LOGPROB_THRESHOLD
+@dataclass(frozen=True)
+class Attempt:
+    """One decode of a window at one temperature, judged."""
+
+    generation: Generation
+    temperature: float
+    logprobs: list[float]  # of its text tokens
+    loops: bool
+
+    @property
+    def failed(self) -> bool:
+        """Retry hotter when the output loops or is unlikely, unless the window is silence."""
+        silence = self.generation.no_speech_prob is not None and self.generation.no_speech_prob > NO_SPEECH_THRESHOLD
+        return not silence and (self.loops or mean_logprob(self.logprobs) < LOGPROB_THRESHOLD)
 
 
-def best_attempt(attempts: list[tuple]) -> tuple:
-    """Of (text, logprobs, temperature, ...) attempts that all failed, the one with the best mean logprob less
-    how far its compression ratio exceeds the threshold (one nat per point), then the coolest.
+def best_attempt(attempts: list[Attempt]) -> Attempt:
+    """Of attempts that all failed, a non-looping one before any loop (as faster-whisper), then the best mean
+    logprob, then the coolest. Speech that really repeats a sentence is not a loop here (engine/repetition.py), so
+    it is kept over the hot attempts, which are often gibberish."""
+    return max(attempts, key=lambda a: (not a.loops, mean_logprob(a.logprobs, float("-inf")), -a.temperature))
 
-    Not faster-whisper's "any non-repeating attempt first": speech that really repeats a sentence compresses a
-    little past 2.4, and the hot attempts then are gibberish (measured: WER 1.08 instead of 0.10 on one window
-    of the long-audio test set). A hallucination loop compresses far past it (20 for "la la la ...") and still
-    loses to an unlikely but sane attempt.
-    """
 
-    def key(a):
-        excess = max(0.0, compression_ratio(a[0]) - COMPRESSION_RATIO_THRESHOLD)
-        return mean_logprob(a[1], float("-inf")) - excess, -a[2]
+async def all_or_none(coros: list[Coroutine[Any, Any, T]]) -> list[T]:
+    """Run coroutines concurrently; when one fails (or the caller is cancelled), cancel the others and re-raise.
+    asyncio.gather alone leaves the siblings of a failed window running in the engine."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        return list(await asyncio.gather(*tasks))
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
-    return max(attempts, key=key)
+
+def capped_prompt(prompt: str, max_chars: int) -> str:
+    """The end of the prompt, at most MAX_PROMPT_CHARS: Whisper keeps only the last 223 prompt tokens anyway, and
+    tokenizing is cut short before it costs more than that."""
+    return prompt[-max_chars:] if max_chars else ""
 
 
 def is_silence(no_speech_prob: float | None, raw: list[RawSegment]) -> bool:
@@ -160,34 +188,25 @@ def is_silence(no_speech_prob: float | None, raw: list[RawSegment]) -> bool:
 
 
 class Transcriber:
-    def __init__(self, engine: WhisperEngine, settings: Settings):
+    def __init__(self, engine: WhisperEngine, settings: Settings, audio: DecodePool | None = None):
         self.engine, self.settings = engine, settings
+        self.redecoded = 0  # windows decoded again at a higher temperature (whisper_windows_redecoded_total)
+        self.audio = audio or DecodePool(
+            settings.audio_limits, settings.sampling_rate, settings.decode_workers, settings.decode_timeout_seconds
+        )
         # word timestamps: the same checkpoint in torch, loaded on the first request that asks for words
         device = None if settings.alignment_device == "auto" else settings.alignment_device
         self.aligner = Aligner(settings.model_id, device)
         self.vad = SileroVad()
-
-    def decode(self, audio: bytes) -> tuple[np.ndarray, float]:
-        samples = decode_audio(audio, self.settings.sampling_rate)
-        duration = len(samples) / self.settings.sampling_rate
-        limit = self.settings.max_audio_seconds
-        if limit and duration > limit:
-            raise RequestError(
-                f"audio is {duration:.1f} s long; this server accepts at most {limit:g} s (MAX_AUDIO_SECONDS)",
-                param="file",
-                code="audio_too_long",
-            )
-        return samples, duration
 
     async def language_for(self, job: TranscriptionJob, first: Window) -> str:
         vocab = self.engine.vocab
         forced = self.settings.language_force or job.language
         if not vocab.multilingual:
             if forced not in (None, "en"):
-                raise RequestError(
+                raise UnsupportedLanguage(
                     f"model {self.settings.model_name} is English-only; language {forced!r} is not supported",
                     param="language",
-                    code="unsupported_language",
                 )
             return "en"
         if forced is not None:
@@ -195,15 +214,21 @@ class Transcriber:
         return (await self.engine.detect_language(first.samples))[0]
 
     async def plan(self, job: TranscriptionJob) -> Plan:
-        samples, duration = self.decode(job.audio)
+        samples = await self.audio.decode(job.audio)  # within the limits (audio/limits.py), in a worker process
         rate = self.settings.sampling_rate
+        duration = len(samples) / rate
         windows = await self.windows(samples, job.vad)
         # no speech found (VAD): nothing will be decoded, the language only shapes the (unused) prompt
-        language = await self.language_for(job, windows[0] if windows else Window(0, 0.0, samples[: 30 * rate]))
-        previous = self.engine.encode_text(job.prompt) if job.prompt else None
-        timed = timed_decoding(self.settings.timestamps, job.timestamps, len(windows))
+        language = await self.language_for(job, windows[0] if windows else Window(0.0, samples[: 30 * rate]))
+        previous = (
+            self.engine.encode_text(capped_prompt(job.prompt, self.settings.max_prompt_chars)) if job.prompt else None
+        )
+        timed = timed_decoding(self.settings.timestamps_policy, job.show_timestamps, len(windows))
         ids = decoder_prompt(self.engine.vocab, language=language, task=job.task, timestamps=timed, previous=previous)
-        return Plan(duration, windows, language, ids, timed, speech_level(samples, rate))
+        cap = self.settings.max_windows_per_request
+        cap = max(1, self.engine.batch_size // 2) if cap is None else cap
+        slots = asyncio.Semaphore(cap or 2**30)
+        return Plan(duration, windows, language, ids, timed, speech_level(samples, rate), slots)
 
     async def windows(self, samples: np.ndarray, vad: VadOptions | None) -> list[Window]:
         rate, size = self.settings.sampling_rate, self.settings.window_seconds
@@ -219,16 +244,22 @@ class Transcriber:
         faster-whisper does) rather than the last, hottest one.
         """
         ladder = (temperature, *FALLBACK_TEMPERATURES) if temperature == 0 else (temperature,)
-        attempts = []
+        attempts: list[Attempt] = []
+        vocab = self.engine.vocab
         for t in ladder:
-            gen = await self.engine.generate(window.samples, plan.decoder_ids, t)
-            text = self.engine.decode(gen.tokens)
-            lps = [lp for tok, lp in zip(gen.tokens, gen.logprobs) if self.engine.vocab.is_text(tok)]
-            if not needs_fallback(text, lps, gen.no_speech_prob):
+            if attempts:
+                self.redecoded += 1
+            # fallback attempts sample with a fixed seed: the same upload gives the same transcript every time
+            seed = FALLBACK_SEED if attempts else None
+            async with plan.window_slots:
+                gen = await self.engine.generate(window.samples, plan.decoder_ids, t, seed=seed)
+            text = [(tok, lp) for tok, lp in zip(gen.tokens, gen.logprobs, strict=False) if vocab.is_text(tok)]
+            attempt = Attempt(gen, t, [lp for _, lp in text], is_loop([tok for tok, _ in text]))
+            if not attempt.failed:
                 return gen, t
-            attempts.append((text, lps, t, gen))
-        _, _, t, gen = best_attempt(attempts)
-        return gen, t
+            attempts.append(attempt)
+        best = best_attempt(attempts)
+        return best.generation, best.temperature
 
     def rest(self, window: Window, tokens: list[int], plan: Plan) -> Window | None:
         """The part of a window its timed decode left out, when that part holds sound worth another pass."""
@@ -240,7 +271,7 @@ class Transcriber:
         samples = window.samples[cut:]
         if len(samples) < MIN_REST_SECONDS * rate or is_quiet(samples, rate, plan.speech_level):
             return None
-        return Window(window.index, round(window.start + cut / rate, 3), samples)
+        return Window(round(window.start + cut / rate, 3), samples)
 
     def delta(self, text: str, tokens: list[int], logprobs: list[float], with_logprobs: bool) -> Delta:
         pairs = [(t, lp) for t, lp in zip(tokens, logprobs, strict=False) if self.engine.vocab.is_text(t)]
@@ -253,17 +284,17 @@ class Transcriber:
         decoded: list[tuple[Window, Generation, float, list[RawSegment]]] = []
         windows = plan.windows
         for round_ in range(1 + MAX_REST_ROUNDS):
-            # Every window runs at once: vLLM batches them; cancelling this task aborts all of them.
-            results = await asyncio.gather(*(self.generate(c, plan, job.temperature) for c in windows))
+            # Every window runs at once: vLLM batches them; cancelling this task, or one window failing, aborts all.
+            results = await all_or_none([self.generate(c, plan, job.temperature) for c in windows])
             rests = []
-            for window, (gen, temperature) in zip(windows, results):
+            for window, (gen, temperature) in zip(windows, results, strict=True):
                 raw = split_segments(
-                    self.engine.vocab, gen.tokens, gen.logprobs, window.start, window.duration(rate), plan.timestamps
+                    self.engine.vocab, gen.tokens, gen.logprobs, window.start, window.duration(rate), plan.timed
                 )
                 if is_silence(gen.no_speech_prob, raw):
                     continue
                 decoded.append((window, gen, temperature, raw))
-                if plan.timestamps and round_ < MAX_REST_ROUNDS and (rest := self.rest(window, gen.tokens, plan)):
+                if plan.timed and round_ < MAX_REST_ROUNDS and (rest := self.rest(window, gen.tokens, plan)):
                     rests.append(rest)
             if not rests:
                 break
@@ -272,7 +303,7 @@ class Transcriber:
         segments: list[Segment] = []
         for window, gen, temperature, raw in decoded:
             for r in raw:
-                text = self.engine.decode(r.tokens)
+                text = self.engine.detokenize(r.tokens)
                 segments.append(
                     Segment(
                         id=len(segments),
@@ -293,7 +324,14 @@ class Transcriber:
             prefix = decoder_prompt(self.engine.vocab, language=plan.language, task=job.task, timestamps=False)
             spans = [(w.samples, w.start, [t for r in raw for t in r.tokens]) for w, _, _, raw in decoded]
             words = await asyncio.to_thread(
-                align_words, self.aligner, spans, prefix, self.engine.vocab.eot, self.engine.decode, plan.language, rate
+                align_words,
+                self.aligner,
+                spans,
+                prefix,
+                self.engine.vocab.eot,
+                self.engine.detokenize,
+                plan.language,
+                rate,
             )
         logprobs = None
         if job.logprobs:
@@ -314,23 +352,25 @@ class Transcriber:
         """Text deltas in order: window 0 token by token while later windows already run; a timed window that
         stopped early has its rest decoded (and streamed) before the next window's text."""
 
-        async def produce(window: Window, queue: asyncio.Queue) -> None:
+        async def produce(window: Window, queue: asyncio.Queue[tuple[list[int], list[float]] | None]) -> None:
             try:
-                async for step in self.engine.generate_steps(window.samples, plan.decoder_ids, job.temperature):
-                    queue.put_nowait(step)
+                async with plan.window_slots:
+                    async for step in self.engine.generate_steps(window.samples, plan.decoder_ids, job.temperature):
+                        queue.put_nowait(step)
             finally:
                 queue.put_nowait(None)
 
-        queues = [asyncio.Queue() for _ in plan.windows]
-        tasks = [asyncio.create_task(produce(c, q)) for c, q in zip(plan.windows, queues)]
+        queues: list[asyncio.Queue[tuple[list[int], list[float]] | None]] = [asyncio.Queue() for _ in plan.windows]
+        tasks = [asyncio.create_task(produce(c, q)) for c, q in zip(plan.windows, queues, strict=True)]
         try:
             emitted = ""
-            for window, queue, task in list(zip(plan.windows, queues, tasks)):
+            for window, queue, task in list(zip(plan.windows, queues, tasks, strict=True)):
                 for round_ in range(1 + MAX_REST_ROUNDS):
-                    prefix, tokens, sent = emitted, [], 0
+                    tokens: list[int] = []
+                    prefix, sent = emitted, 0
                     while (item := await queue.get()) is not None:
                         tokens, lps = item
-                        text = self.engine.decode(tokens)
+                        text = self.engine.detokenize(tokens)
                         if text.endswith("\ufffd"):
                             continue  # a multi-byte character is not complete yet
                         full = (prefix + text) if prefix else text.lstrip()
@@ -338,7 +378,7 @@ class Transcriber:
                             yield self.delta(full[len(emitted) :], tokens[sent:], lps[sent:], job.logprobs)
                             emitted, sent = full, len(tokens)
                     await task  # re-raise an engine error from this window
-                    rest = self.rest(window, tokens, plan) if plan.timestamps and round_ < MAX_REST_ROUNDS else None
+                    rest = self.rest(window, tokens, plan) if plan.timed and round_ < MAX_REST_ROUNDS else None
                     if rest is None:
                         break
                     window, queue = rest, asyncio.Queue()

@@ -166,6 +166,8 @@ def image_server(tmp_path_factory):
         .splitlines()[-1]
     )
     argv = json.loads(dockerfile("inference")["ENTRYPOINT"][-1])
+    if argv[:2] == ["tini", "--"]:  # the image's PID 1 (reaps and forwards signals); the program follows
+        argv = argv[2:]
     assert argv[0] == "python"
     d = tmp_path_factory.mktemp("image-server")
     image_env = {k: v for k, v in dockerfile_env("inference").items() if k not in ("HOST", "PORT")}  # local ones

@@ -28,14 +28,14 @@ def clean_env(monkeypatch):
 
 def test_defaults():
     s = load_settings()
-    assert (s.dtype, s.kv_cache_dtype, s.timestamps, s.sampling_rate, s.window_seconds) == (
+    assert (s.dtype, s.kv_cache_dtype, s.timestamps_policy, s.sampling_rate, s.window_seconds) == (
         "auto",
         "fp16",
         "auto",
         16000,
         30.0,
     )
-    assert s.max_audio_seconds == 0 and s.language_force is None and s.port == 8080
+    assert s.max_audio_seconds == 3600 and s.language_force is None and s.port == 8080
     assert s.model_name == "whisper-large-v3"
 
 

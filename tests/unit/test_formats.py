@@ -57,28 +57,35 @@ def test_compression_ratio_flags_repetition():
     assert compression_ratio("la " * 200) > 2.4 > compression_ratio("And so my fellow Americans, ask not.")
 
 
-def test_temperature_fallback_policy():
-    from whisper_inference.transcriber import needs_fallback
+def attempt(tokens: list[int], logprobs: list[float], no_speech: float = 0.01, temperature: float = 0.0):
+    from whisper_inference.engine.repetition import is_loop
+    from whisper_inference.engine.vllm_engine import Generation
+    from whisper_inference.transcriber import Attempt
 
-    good = "And so my fellow Americans, ask not what your country can do for you."
-    assert not needs_fallback(good, [-0.2, -0.3], 0.01)
-    assert needs_fallback("thank you " * 50, [-0.1] * 10, 0.01)  # repetition loop
-    assert needs_fallback(good, [-1.5, -2.0], 0.01)  # unlikely text
-    assert not needs_fallback("thank you " * 50, [-2.0] * 10, 0.9)  # silence: no retry
+    return Attempt(Generation(tokens, [0.0] * len(tokens), no_speech), temperature, logprobs, is_loop(tokens))
+
+
+SENTENCE = list(range(100, 128))  # the token ids of one 28-token sentence
+
+
+def test_temperature_fallback_policy():
+    assert not attempt(SENTENCE, [-0.2, -0.3]).failed
+    assert attempt([7, 8] * 50, [-0.1] * 10).failed  # "thank you" x 50: a loop
+    assert attempt(SENTENCE, [-1.5, -2.0]).failed  # unlikely text
+    assert not attempt([7, 8] * 50, [-2.0] * 10, no_speech=0.9).failed  # silence: no retry
+    assert not attempt(SENTENCE * 2 + SENTENCE[:20], [-0.2] * 5).failed  # 2.7 copies of a real sentence
 
 
 def test_best_attempt_when_every_temperature_fails():
     from whisper_inference.transcriber import best_attempt
 
-    looping = ("la " * 100, [-0.1] * 5, 0.0)
-    unlikely = ("Guten Morgen, wie geht es dir?", [-1.2] * 5, 0.0)
-    garbage = ("Editor vice versa seconds dries.", [-2.5] * 5, 1.0)
-    assert best_attempt([looping, unlikely, garbage]) is unlikely  # a loop (ratio 20) loses to an unlikely text
-    shorter_loop = ("la " * 90, [-0.3] * 5, 0.2)  # ratio 18: 2 points less, 0.2 nats worse
-    assert best_attempt([looping, shorter_loop]) is shorter_loop
-    weather = "The weather today is sunny and warm with a light breeze from the west."
-    repeated = (" ".join([weather] * 3), [-0.1] * 5, 0.0)  # real repetition: ratio 2.86
-    assert best_attempt([repeated, garbage]) is repeated  # not the hot gibberish
+    looping = attempt([9] * 100, [-0.1] * 5)
+    unlikely = attempt(SENTENCE, [-1.2] * 5)
+    garbage = attempt(list(range(300, 310)), [-2.5] * 5, temperature=1.0)
+    assert best_attempt([looping, unlikely, garbage]) is unlikely  # a loop loses to an unlikely text
+    hotter_loop = attempt([9] * 90, [-0.3] * 5, temperature=0.2)
+    assert best_attempt([looping, hotter_loop]) is looping  # both loop: the likelier
+    assert best_attempt([unlikely, garbage]) is unlikely  # not the hot gibberish
 
 
 def test_long_audio_is_decoded_timed_under_auto_whatever_the_format():

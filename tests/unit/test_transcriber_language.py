@@ -12,7 +12,7 @@ import pytest
 from helpers import VOCAB_EN, VOCAB_MULTILINGUAL
 from whisper_inference.audio.windows import Window
 from whisper_inference.config import load_settings
-from whisper_inference.transcriber import RequestError, Transcriber, TranscriptionJob
+from whisper_inference.transcriber import Transcriber, TranscriptionJob, UnsupportedLanguage
 
 pytestmark = pytest.mark.unit
 ML, EN = VOCAB_MULTILINGUAL, VOCAB_EN  # the real ids of base and tiny.en
@@ -31,7 +31,7 @@ def language(vocab, job_language, force=None):
     env = {"MODEL_ID": "m"} | ({"LANGUAGE_FORCE": force} if force else {})
     engine = StandInEngine(vocab)
     t = Transcriber(engine, load_settings(**{k.lower(): v for k, v in env.items()}))
-    window = Window(0, 0.0, np.zeros(16000, np.float32))
+    window = Window(0.0, np.zeros(16000, np.float32))
     return asyncio.run(t.language_for(TranscriptionJob(b"", language=job_language), window)), engine.detected
 
 
@@ -49,6 +49,6 @@ def test_language_force_overrides_request():
 
 def test_english_only():
     assert language(EN, None) == ("en", 0)
-    with pytest.raises(RequestError) as exc:
+    with pytest.raises(UnsupportedLanguage) as exc:
         language(EN, "de")
     assert exc.value.param == "language"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -12,6 +15,7 @@ TYPES = {
     401: "authentication_error",
     404: "invalid_request_error",
     405: "invalid_request_error",
+    408: "invalid_request_error",
     413: "invalid_request_error",
     415: "invalid_request_error",
     422: "invalid_request_error",
@@ -26,20 +30,29 @@ class APIError(StarletteHTTPException):
     (the upload limit trips inside the form parser) instead of turning it into a generic 400."""
 
     def __init__(
-        self, status: int, message: str, param: str | None = None, code: str | None = None, headers: dict | None = None
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
     ):
         super().__init__(status, message, headers)
         self.status, self.message, self.param, self.code, self.headers = status, message, param, code, headers
 
 
-def error_body(status: int, message: str, param: str | None = None, code: str | None = None) -> dict:
+def error_body(status: int, message: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
     return {
         "error": {"message": message, "type": TYPES.get(status, "invalid_request_error"), "param": param, "code": code}
     }
 
 
 def error_response(
-    status: int, message: str, param: str | None = None, code: str | None = None, headers: dict | None = None
+    status: int,
+    message: str,
+    param: str | None = None,
+    code: str | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
     return JSONResponse(error_body(status, message, param, code), status_code=status, headers=headers)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -49,8 +50,39 @@ class UploadLimitMiddleware:
         await self.app(scope, limited, send)
 
 
-class QueueFull(Exception):
-    pass
+class BodyDeadlineMiddleware:
+    """408 when a request body has not fully arrived `seconds` after its headers (a client trickling its upload
+    would otherwise hold a connection, a spooled temp file and a form parser forever)."""
+
+    def __init__(self, app: ASGIApp, seconds: float):
+        self.app, self.seconds = app, seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            return await self.app(scope, receive, send)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.seconds
+        complete = False
+
+        async def timed() -> Message:
+            nonlocal complete
+            if complete:  # later receives wait for a disconnect while the work runs: no deadline for those
+                return await receive()
+            try:
+                msg = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+            except asyncio.TimeoutError:
+                raise APIError(
+                    408,
+                    f"the request body did not arrive within {self.seconds:g} s (BODY_TIMEOUT_SECONDS)",
+                    None,
+                    "request_timeout",
+                    {"Connection": "close"},
+                ) from None
+            if msg["type"] != "http.request" or not msg.get("more_body", False):
+                complete = True
+            return msg
+
+        await self.app(scope, timed, send)
 
 
 class AdmissionControl:
@@ -63,7 +95,7 @@ class AdmissionControl:
         self._slots = asyncio.Semaphore(concurrent)
 
     @asynccontextmanager
-    async def admit(self, refuse_when_full: bool = True):
+    async def admit(self, refuse_when_full: bool = True) -> AsyncIterator[None]:
         if refuse_when_full and self.in_flight >= self.concurrent and self.waiting >= self.queue:
             raise APIError(
                 429,

@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
-from ..audio.decode import AudioDecodeError
+from ..audio.limits import AudioDecodeError, AudioTooLongError, AudioTooShortError
 from ..audio.vad import chunking_options, form_chunking
-from ..engine.vllm_engine import EngineError
+from ..engine.vllm_engine import EngineDead, EngineError
 from ..formats.render import MEDIA_TYPES, RESPONSE_FORMATS, render, stream_usage
 from ..languages import UnknownLanguage, normalize_language
-from ..transcriber import Plan, RequestError, TranscriptionJob, wants_timestamps
+from ..transcriber import Delta, Plan, RequestError, TranscriptionJob, UnsupportedLanguage, wants_timestamps
 from .auth import require_api_key
 from .cancel import ClientDisconnected, unless_disconnected
-from .errors import APIError
+from .errors import APIError, error_body
 from .state import ServerState, get_state
 
 router = APIRouter(tags=["audio"], dependencies=[Depends(require_api_key)])
@@ -77,7 +78,20 @@ def check_ready(state: ServerState) -> None:
         raise APIError(503, "model is still loading", None, "not_ready", {"Retry-After": "5"})
 
 
-def sse(event: dict) -> bytes:
+def client_error(exc: AudioDecodeError | RequestError) -> APIError:
+    """The API's answer to a domain error: the domain says what is wrong, this layer picks OpenAI's code."""
+    if isinstance(exc, AudioDecodeError):
+        code = "invalid_audio"
+        if isinstance(exc, AudioTooLongError):
+            code = "audio_too_long"
+        elif isinstance(exc, AudioTooShortError):
+            code = "audio_too_short"
+        return APIError(400, str(exc), "file", code)
+    code = "unsupported_language" if isinstance(exc, UnsupportedLanguage) else "invalid_value"
+    return APIError(400, str(exc), exc.param, code)
+
+
+def sse(event: dict[str, Any]) -> bytes:
     return f"data: {json.dumps(event, ensure_ascii=False)}\n\n".encode()
 
 
@@ -135,7 +149,7 @@ async def handle(
         language=language or None,
         prompt=prompt or None,
         temperature=temperature,
-        timestamps=wants_timestamps(state.settings.timestamps, response_format),
+        show_timestamps=wants_timestamps(state.settings.timestamps_policy, response_format),
         logprobs=bool(include),
         words="word" in (granularities or []) or cue_words > 0,
         show_segments=not granularities or "segment" in granularities,
@@ -149,13 +163,10 @@ async def handle(
             if stream:
                 return streaming_response(state, transcriber.stream(job, plan), plan, job.logprobs)
             transcript = await unless_disconnected(request, transcriber.run(job, plan))
-    except AudioDecodeError as exc:
-        raise APIError(400, str(exc), "file", "invalid_audio") from None
-    except RequestError as exc:
-        raise APIError(400, str(exc), exc.param, exc.code) from None
+    except (AudioDecodeError, RequestError) as exc:
+        raise client_error(exc) from None
     except EngineError as exc:
-        state.metrics.engine_errors.inc()
-        raise APIError(500, str(exc), None, "engine_error") from None
+        raise engine_error(state, exc) from None
     except ClientDisconnected:
         return Response(status_code=499)  # nobody is listening; the engine work was aborted
     body = render(transcript, response_format, cue_words)
@@ -164,36 +175,46 @@ async def handle(
     return PlainTextResponse(body, media_type=MEDIA_TYPES[response_format])
 
 
-def streaming_response(state: ServerState, deltas, plan: Plan, with_logprobs: bool = False) -> StreamingResponse:
+def engine_error(state: ServerState, exc: EngineError) -> APIError:
+    """Count an engine failure; a dead engine also fails /health and stops the process."""
+    state.metrics.engine_errors.inc()
+    if isinstance(exc, EngineDead):
+        state.fail(str(exc))
+    return APIError(500, str(exc), None, "engine_error")
+
+
+def streaming_response(
+    state: ServerState, deltas: AsyncIterator[Delta], plan: Plan, with_logprobs: bool = False
+) -> StreamingResponse:
     """transcript.text.delta events, then transcript.text.done; the stream then ends.
 
     The engine work happens while the body streams, after the handler's admission slot was given
     back, so the stream takes a slot again for its lifetime; it waits for one rather than failing
-    with 429, since the response has already begun.
+    with 429, since the response has already begun. Once begun, a stream always ends with
+    transcript.text.done or an `error` event, whatever fails.
     """
 
-    async def events():
-        text, tokens, logprobs = "", 0, []
+    async def events() -> AsyncIterator[bytes]:
+        text, tokens = "", 0
+        logprobs: list[Any] = []
         async with state.admission.admit(refuse_when_full=False):
             try:
                 async for delta in deltas:
                     text += delta.text
                     tokens += delta.tokens
-                    event = {"type": "transcript.text.delta", "delta": delta.text}
+                    event: dict[str, Any] = {"type": "transcript.text.delta", "delta": delta.text}
                     if delta.logprobs is not None:
                         logprobs += delta.logprobs
                         event["logprobs"] = [lp.as_dict() for lp in delta.logprobs]
                     yield sse(event)
             except EngineError as exc:
-                state.metrics.engine_errors.inc()
-                yield sse(
-                    {
-                        "type": "error",
-                        "error": {"message": str(exc), "type": "server_error", "param": None, "code": "engine_error"},
-                    }
-                )
+                err = engine_error(state, exc)
+                yield sse({"type": "error", **error_body(err.status, err.message, None, err.code)})
                 return
-        done = {"type": "transcript.text.done", "text": text, "usage": stream_usage(plan, tokens)}
+            except Exception as exc:  # a bug: still tell the client the stream is over, then let it be logged
+                yield sse({"type": "error", **error_body(500, f"internal error: {type(exc).__name__}", None, None)})
+                raise
+        done: dict[str, Any] = {"type": "transcript.text.done", "text": text, "usage": stream_usage(plan, tokens)}
         if with_logprobs:
             done["logprobs"] = [lp.as_dict() for lp in logprobs]
         yield sse(done)

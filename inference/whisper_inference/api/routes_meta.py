@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response
@@ -19,7 +19,7 @@ CREATED = int(time.time())
 
 
 @router.get("/v1/models", summary="The served model and its aliases")
-async def models(state: Annotated[ServerState, Depends(get_state)]) -> dict:
+async def models(state: Annotated[ServerState, Depends(get_state)]) -> dict[str, Any]:
     names = [state.settings.model_name, *MODEL_ALIASES]
     return {
         "object": "list",
@@ -39,7 +39,7 @@ async def health(state: Annotated[ServerState, Depends(get_state)]) -> JSONRespo
         {
             "status": "ok",
             "ready": state.ready,
-            "model": state.settings.model_id,
+            "model": state.settings.model_name,  # not MODEL_ID: that may be a path inside the image
             "dtype": p.dtype,
             "dtype_reason": p.dtype_reason,
             "kv_cache_dtype": p.kv_cache_dtype,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -12,6 +13,8 @@ from ..engine.vllm_engine import WhisperEngine
 from ..transcriber import Transcriber
 from .limits import AdmissionControl
 from .observe import Metrics
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -25,8 +28,17 @@ class ServerState:
     draining: bool = False  # SIGTERM received: finish in-flight work, accept nothing new
     fatal: str | None = None  # engine failed to start or died
     startup_seconds: float | None = None
-    on_fatal: Callable[[], None] | None = None  # how a failed engine start stops the process
+    on_fatal: Callable[[], None] | None = None  # how a failed or dead engine stops the process (exit 1)
+
+    def fail(self, reason: str) -> None:
+        """The engine cannot serve any more: /health and /ready answer 503 and the process exits non-zero."""
+        if self.fatal is None:
+            self.fatal = reason
+            log.error("fatal: %s", reason)
+            if self.on_fatal:
+                self.on_fatal()
 
 
 def get_state(request: Request) -> ServerState:
-    return request.app.state.server
+    state: ServerState = request.app.state.server
+    return state

@@ -142,9 +142,9 @@ def speech_windows(
         while b - a > size:
             search = min(int(search_seconds * rate), size // 2)
             cut = quietest_cut(samples, rate, a + size - search, a + size)
-            windows.append(Window(len(windows), round(a / rate, 3), samples[a:cut]))
+            windows.append(Window(round(a / rate, 3), samples[a:cut]))
             a = cut
-        windows.append(Window(len(windows), round(a / rate, 3), samples[a:b]))
+        windows.append(Window(round(a / rate, 3), samples[a:b]))
     return windows
 
 

@@ -12,7 +12,6 @@ QUIET_RATIO = 0.1  # a stretch this far (-20 dB) below the upload's speech level
 
 @dataclass(frozen=True)
 class Window:
-    index: int
     start: float  # seconds from the start of the upload
     samples: np.ndarray
 
@@ -72,14 +71,26 @@ def split_windows(samples: np.ndarray, rate: int, window_seconds: float, search_
     windows = []
     for i, begin in enumerate(bounds):
         end = bounds[i + 1] if i + 1 < len(bounds) else len(samples)
-        windows.append(Window(i, begin / rate, samples[begin:end]))
+        windows.append(Window(begin / rate, samples[begin:end]))
     return windows
 
 
-def speech_level(samples: np.ndarray, rate: int) -> float:
-    """The upload's loud-frame energy (95th percentile of FRAME_SECONDS spans): what speech sounds like here."""
+def speech_level(samples: np.ndarray, rate: int, block_frames: int = 6000) -> float:
+    """The upload's loud-frame energy (95th percentile of FRAME_SECONDS spans): what speech sounds like here.
+
+    Computed a block of frames at a time, so an hour of audio needs one float per frame, not a float64 copy."""
     frame = max(1, int(rate * FRAME_SECONDS))
-    return float(np.percentile(_frame_energy(samples, frame, frame), 95))
+    whole = len(samples) // frame * frame
+    if whole == 0:
+        return float(np.mean(np.square(samples, dtype=np.float64))) if len(samples) else 0.0
+    step = block_frames * frame
+    energy = np.concatenate(
+        [
+            np.mean(np.square(samples[i : min(i + step, whole)], dtype=np.float32).reshape(-1, frame), axis=1)
+            for i in range(0, whole, step)
+        ]
+    )
+    return float(np.percentile(energy, 95))
 
 
 def is_quiet(samples: np.ndarray, rate: int, level: float) -> bool:

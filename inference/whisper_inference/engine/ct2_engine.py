@@ -215,7 +215,7 @@ class CT2Engine:
         self, samples: np.ndarray, decoder_ids: list[int], temperature: float, max_tokens: int | None = None
     ) -> Generation:
         v = self.vocab
-        prompt = ct2_prompt(v, decoder_ids, always_timed=self.settings.timestamps != "none")
+        prompt = ct2_prompt(v, decoder_ids, always_timed=self.settings.timestamps_policy != "none")
         limit = self.settings.max_model_len
         max_length = min(limit, len(prompt) + max_tokens + 1) if max_tokens else limit
         result = await self._submit(batch_key(prompt, v.sot, temperature, max_length), samples, prompt)

@@ -8,6 +8,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -17,6 +18,11 @@ from ..languages import all_codes
 from .timestamp_rules import EXTRA_ARG, LOGITS_PROCESSOR
 from .token_logprobs import TokenLogprob, token_logprobs
 from .vocab import WhisperVocab
+
+if TYPE_CHECKING:
+    from vllm import SamplingParams
+    from vllm.outputs import RequestOutput
+    from vllm.v1.engine.async_llm import AsyncLLM
 
 log = logging.getLogger(__name__)
 NO_SPEECH_TOP_K = 20
@@ -44,6 +50,10 @@ class EngineError(RuntimeError):
     """The engine failed on a request it accepted (not the client's fault)."""
 
 
+class EngineDead(EngineError):
+    """The engine process died: nothing more will be served (the server exits; see api/app.py)."""
+
+
 def build_profile(settings: Settings, gpu: GpuInfo | None) -> EngineProfile:
     dtype, why = choose_dtype(settings.dtype, gpu)
     backend = settings.attention_backend
@@ -58,16 +68,21 @@ def build_profile(settings: Settings, gpu: GpuInfo | None) -> EngineProfile:
     )
 
 
-def engine_args(settings: Settings, profile: EngineProfile) -> dict:
+def batch_size(settings: Settings, profile: EngineProfile) -> int:
+    """Sequences vLLM batches at once. Unset: 16 on CPU (one core does the work), 128 on a GPU, where batching
+    windows is the win."""
+    return settings.max_num_seqs or (16 if profile.device == "cpu" else 128)
+
+
+def engine_args(settings: Settings, profile: EngineProfile) -> dict[str, Any]:
     """Keyword arguments for vLLM's AsyncEngineArgs (pure, unit-tested)."""
-    args = dict(
+    args: dict[str, Any] = dict(  # noqa: C408  (keyword style reads as the vLLM arguments it is)
         model=settings.model_id,
         tokenizer=settings.model_id,
         dtype=profile.dtype,
         kv_cache_dtype=profile.kv_cache_dtype,
         max_model_len=settings.max_model_len,
-        # unset: 16 on CPU (one core does the work), 128 on a GPU, where batching windows is the win
-        max_num_seqs=settings.max_num_seqs or (16 if profile.device == "cpu" else 128),
+        max_num_seqs=batch_size(settings, profile),
         limit_mm_per_prompt={"audio": 1},
         max_logprobs=128,  # language detection scores all ~100 language tokens in one step
         served_model_name=[settings.model_name],
@@ -87,9 +102,32 @@ class WhisperEngine:
     def __init__(self, settings: Settings, gpu: GpuInfo | None):
         self.settings = settings
         self.profile = build_profile(settings, gpu)
-        self._engine = None
-        self.vocab: WhisperVocab | None = None
-        self.tokenizer = None
+        self._engine: AsyncLLM | None = None
+        self._vocab: WhisperVocab | None = None
+        self._tokenizer: Any = None
+
+    # Set by start(); the server calls nothing else before start() has returned.
+    @property
+    def vocab(self) -> WhisperVocab:
+        if self._vocab is None:
+            raise EngineError("the engine has not started")
+        return self._vocab
+
+    @property
+    def tokenizer(self) -> Any:
+        if self._tokenizer is None:
+            raise EngineError("the engine has not started")
+        return self._tokenizer
+
+    @property
+    def batch_size(self) -> int:
+        return batch_size(self.settings, self.profile)
+
+    @property
+    def running(self) -> AsyncLLM:
+        if self._engine is None:
+            raise EngineDead("the engine is not running")
+        return self._engine
 
     async def start(self) -> None:
         from transformers import AutoTokenizer
@@ -99,8 +137,8 @@ class WhisperEngine:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; plenty for Whisper's 448 tokens
         if not self.settings.use_flashinfer:
             os.environ["VLLM_USE_FLASHINFER_SAMPLER"] = "0"
-        self.tokenizer = AutoTokenizer.from_pretrained(self.settings.model_id)
-        self.vocab = WhisperVocab.from_tokenizer(self.tokenizer, all_codes())
+        self._tokenizer = AutoTokenizer.from_pretrained(self.settings.model_id)
+        self._vocab = WhisperVocab.from_tokenizer(self._tokenizer, all_codes())
         args = engine_args(self.settings, self.profile)
         log.info("starting vLLM: %s", {k: v for k, v in args.items() if k != "tokenizer"})
         self._engine = AsyncLLMEngine.from_engine_args(AsyncEngineArgs(**args))
@@ -118,31 +156,40 @@ class WhisperEngine:
         """Requests the engine still holds (0 after every client's work finished or was aborted)."""
         if self._engine is None:
             return 0
-        return self._engine.output_processor.get_num_unfinished_requests()
+        return int(self._engine.output_processor.get_num_unfinished_requests())
 
-    def decode(self, tokens: list[int]) -> str:
-        return self.tokenizer.decode([t for t in tokens if t < self.vocab.eot])
+    def detokenize(self, tokens: list[int]) -> str:
+        return str(self.tokenizer.decode([t for t in tokens if t < self.vocab.eot]))
 
     def encode_text(self, text: str) -> list[int]:
-        return self.tokenizer.encode(" " + text.strip(), add_special_tokens=False)
+        """Token ids of user text. A special token's spelling in it ("<|endoftext|>") is text, never the control
+        token (split_special_tokens), so a prompt cannot end the transcript or switch the task."""
+        return list(self.tokenizer.encode(" " + text.strip(), add_special_tokens=False, split_special_tokens=True))
 
-    async def _stream(self, samples: np.ndarray, decoder_ids: list[int], params) -> AsyncIterator:
+    async def _stream(
+        self, samples: np.ndarray, decoder_ids: list[int], params: SamplingParams
+    ) -> AsyncIterator[RequestOutput]:
         """vLLM's outputs for one request as they grow; cancelling the consumer aborts the request."""
         from vllm.exceptions import VLLMValidationError
         from vllm.inputs import TokensPrompt
+        from vllm.v1.engine.exceptions import EngineDeadError, EngineGenerateError
 
         prompt = {
             "encoder_prompt": {"prompt": "", "multi_modal_data": {"audio": (samples, self.settings.sampling_rate)}},
             "decoder_prompt": TokensPrompt(prompt_token_ids=decoder_ids),
         }
         try:
-            async for out in self._engine.generate(prompt, params, request_id=uuid.uuid4().hex):
+            async for out in self.running.generate(prompt, params, request_id=uuid.uuid4().hex):  # type: ignore[arg-type]
                 if out.outputs:
                     yield out
         except (ValueError, TypeError, VLLMValidationError) as exc:
             raise EngineError(f"engine rejected the request: {exc}") from exc
+        except EngineDeadError as exc:
+            raise EngineDead("the engine died") from exc
+        except EngineGenerateError as exc:
+            raise EngineError(f"the engine failed on this request: {exc.__cause__ or exc}") from exc
 
-    async def _run(self, samples: np.ndarray, decoder_ids: list[int], params):
+    async def _run(self, samples: np.ndarray, decoder_ids: list[int], params: SamplingParams) -> RequestOutput:
         final = None
         async for out in self._stream(samples, decoder_ids, params):
             final = out
@@ -168,7 +215,9 @@ class WhisperEngine:
         scores = out.logprobs[0] if out.logprobs else {}
         return self.vocab.language_by_id[token], math.exp(scores[token].logprob) if token in scores else 0.0
 
-    def _sampling(self, decoder_ids: list[int], temperature: float, max_tokens: int | None):
+    def _sampling(
+        self, decoder_ids: list[int], temperature: float, max_tokens: int | None, seed: int | None = None
+    ) -> SamplingParams:
         from vllm import SamplingParams
 
         budget = self.settings.max_model_len - len(decoder_ids)
@@ -191,6 +240,7 @@ class WhisperEngine:
         ]
         return SamplingParams(
             temperature=temperature,
+            seed=seed,
             max_tokens=min(max_tokens or budget, budget),
             logprobs=0,
             detokenize=False,
@@ -204,7 +254,7 @@ class WhisperEngine:
             prompt_logprobs=NO_SPEECH_TOP_K if self.vocab.nospeech is not None else None,
         )
 
-    def _no_speech(self, request_output, decoder_ids: list[int]) -> float | None:
+    def _no_speech(self, request_output: RequestOutput, decoder_ids: list[int]) -> float | None:
         rows = getattr(request_output, "prompt_logprobs", None)
         at = decoder_ids.index(self.vocab.sot) + 1  # row i holds the distribution that predicted token i
         if not rows or at >= len(rows) or rows[at] is None:
@@ -213,12 +263,20 @@ class WhisperEngine:
         return math.exp(entry.logprob) if entry is not None else 0.0
 
     async def generate(
-        self, samples: np.ndarray, decoder_ids: list[int], temperature: float, max_tokens: int | None = None
+        self,
+        samples: np.ndarray,
+        decoder_ids: list[int],
+        temperature: float,
+        max_tokens: int | None = None,
+        seed: int | None = None,
     ) -> Generation:
-        out = await self._run(samples, decoder_ids, self._sampling(decoder_ids, temperature, max_tokens))
+        out = await self._run(samples, decoder_ids, self._sampling(decoder_ids, temperature, max_tokens, seed))
         first = out.outputs[0]
         tokens = list(first.token_ids)
-        lps = [(step.get(t).logprob if step and t in step else 0.0) for t, step in zip(tokens, first.logprobs or [])]
+        lps = [
+            (step[t].logprob if step and t in step else 0.0)
+            for t, step in zip(tokens, first.logprobs or [], strict=False)  # logprobs may be absent
+        ]
         return Generation(tokens=tokens, logprobs=lps, no_speech_prob=self._no_speech(out, decoder_ids))
 
     async def generate_steps(
@@ -231,7 +289,7 @@ class WhisperEngine:
             steps = first.logprobs or []
             yield (
                 tokens,
-                [(step.get(t).logprob if step and t in step else 0.0) for t, step in zip(tokens, steps, strict=False)],
+                [(step[t].logprob if step and t in step else 0.0) for t, step in zip(tokens, steps, strict=False)],
             )
 
     def token_logprobs(self, tokens: list[int], logprobs: list[float]) -> list[TokenLogprob]:
