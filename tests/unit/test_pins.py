@@ -105,7 +105,9 @@ def test_operator_image_installs_with_the_lock():
 def test_the_venv_matches_the_lock():
     """The venv running these tests was built from the lock (scripts/venv.sh keys its cache on it)."""
     pins = lock()
-    installed = {canon(d.metadata["Name"]): d.version for d in metadata.distributions()}
+    installed: dict[str, str] = {}
+    for d in metadata.distributions():  # in sys.path order: the copy an import finds wins (setuptools vendors
+        installed.setdefault(canon(d.metadata["Name"]), d.version)  # old packaging etc., put on sys.path late)
     wrong = {n: (v, installed.get(n)) for n, v in pins.items() if installed.get(n) != v}
     assert not wrong, f"venv differs from requirements/constraints.txt (lock, installed): {wrong}"
 
