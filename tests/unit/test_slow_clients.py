@@ -123,3 +123,13 @@ def test_empty_key_file_refuses_to_start(tmp_path, content):
     keyfile.write_text(content)
     with pytest.raises(ConfigError, match="API_KEY_FILE: .*holds no key"):
         load_settings(model_id="m", api_key_file=str(keyfile))
+
+
+def test_401_is_counted_by_route(tmp_path):
+    """The middleware answers before routing; the metrics still name the route."""
+    from fastapi.testclient import TestClient
+
+    app = create_app(load_settings(model_id="/nonexistent/model", api_key="k"), gpu_detector=lambda: None)
+    client = TestClient(app)
+    assert client.post("/v1/audio/transcriptions").status_code == 401
+    assert 'route="/v1/audio/transcriptions",status="401"' in client.get("/metrics").text

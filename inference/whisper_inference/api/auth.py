@@ -73,6 +73,16 @@ def require_api_key(request: Request) -> None:
         raise error
 
 
+def _label_route(scope: Scope) -> None:
+    """Record the route this request was for, as routing would have (metrics count 401s by route)."""
+    from starlette.routing import Match
+
+    for route in getattr(scope.get("app"), "routes", []):
+        if route.matches(scope)[0] == Match.FULL:
+            scope["route"] = route
+            return
+
+
 class ApiKeyMiddleware:
     """401/503 for a guarded path from the headers alone: the multipart body is never read for such a request."""
 
@@ -84,6 +94,7 @@ class ApiKeyMiddleware:
             header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
             error = check_authorization(self.settings, header)
             if error is not None:
+                _label_route(scope)
                 body = json.dumps(error_body(error.status, error.message, error.param, error.code)).encode()
                 headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
                 headers += [(k.lower().encode(), v.encode()) for k, v in (error.headers or {}).items()]
