@@ -17,7 +17,7 @@ from whisper_inference.api.app import create_app
 from whisper_inference.api.server import uvicorn_config
 from whisper_inference.config import ConfigError, load_settings
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.server  # a real uvicorn on loopback: not the offline unit tier
 
 
 @dataclass
