@@ -31,6 +31,7 @@ class BatchKey:
     after_sot: int = 0
     temperature: float = 0.0
     max_length: int = 448
+    seed: int | None = None  # sampled decodes: the RNG seed set before the batch (its windows share the stream)
 
 
 @dataclass(eq=False)

@@ -50,9 +50,9 @@ def ct2_prompt(vocab: WhisperVocab, decoder_ids: list[int], always_timed: bool) 
     return list(decoder_ids)
 
 
-def batch_key(prompt: list[int], sot: int, temperature: float, max_length: int) -> BatchKey:
+def batch_key(prompt: list[int], sot: int, temperature: float, max_length: int, seed: int | None = None) -> BatchKey:
     at = prompt.index(sot)
-    return BatchKey("generate", at, len(prompt) - at, float(temperature), max_length)
+    return BatchKey("generate", at, len(prompt) - at, float(temperature), max_length, seed if temperature > 0 else None)
 
 
 def ended_cleanly(prompt_len: int, generated: int, max_length: int, max_tokens: int | None) -> bool:
@@ -168,6 +168,11 @@ class CT2Engine:
         if key.kind == "detect":
             return self._model.detect_language(features)
         t = key.temperature
+        if t > 0 and key.seed is not None:
+            import ctranslate2
+
+            # one worker thread runs every batch, so the seed set here is the one this batch samples with
+            ctranslate2.set_random_seed(key.seed)
         return self._model.generate(
             features,
             [w.prompt for w in items],
@@ -212,13 +217,18 @@ class CT2Engine:
         raise EngineError("the model detected no known language")
 
     async def generate(
-        self, samples: np.ndarray, decoder_ids: list[int], temperature: float, max_tokens: int | None = None
+        self,
+        samples: np.ndarray,
+        decoder_ids: list[int],
+        temperature: float,
+        max_tokens: int | None = None,
+        seed: int | None = None,
     ) -> Generation:
         v = self.vocab
         prompt = ct2_prompt(v, decoder_ids, always_timed=self.settings.timestamps_policy != "none")
         limit = self.settings.max_model_len
         max_length = min(limit, len(prompt) + max_tokens + 1) if max_tokens else limit
-        result = await self._submit(batch_key(prompt, v.sot, temperature, max_length), samples, prompt)
+        result = await self._submit(batch_key(prompt, v.sot, temperature, max_length, seed), samples, prompt)
         tokens = list(result.sequences_ids[0])
         if max_tokens is not None:
             tokens = tokens[:max_tokens]
