@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import zlib
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -188,9 +188,16 @@ def is_silence(no_speech_prob: float | None, raw: list[RawSegment]) -> bool:
 
 
 class Transcriber:
-    def __init__(self, engine: WhisperEngine, settings: Settings, audio: DecodePool | None = None):
+    def __init__(
+        self,
+        engine: WhisperEngine,
+        settings: Settings,
+        audio: DecodePool | None = None,
+        on_redecode: Callable[[], None] | None = None,
+    ):
         self.engine, self.settings = engine, settings
-        self.redecoded = 0  # windows decoded again at a higher temperature (whisper_windows_redecoded_total)
+        self.redecoded = 0  # windows decoded again at a higher temperature
+        self.on_redecode = on_redecode  # the server counts them in whisper_windows_redecoded_total
         self.audio = audio or DecodePool(
             settings.audio_limits, settings.sampling_rate, settings.decode_workers, settings.decode_timeout_seconds
         )
@@ -249,6 +256,8 @@ class Transcriber:
         for t in ladder:
             if attempts:
                 self.redecoded += 1
+                if self.on_redecode is not None:
+                    self.on_redecode()
             # fallback attempts sample with a fixed seed: the same upload gives the same transcript every time
             seed = FALLBACK_SEED if attempts else None
             async with plan.window_slots:

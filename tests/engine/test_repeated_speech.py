@@ -21,6 +21,7 @@ def test_jfk_ten_times_gives_ten_sentences_every_time(base_server, fixtures_dir,
     sf.write(tmp_path / "jfk10.flac", np.concatenate([np.concatenate([jfk, pause])] * 10), rate)
     upload = (tmp_path / "jfk10.flac").read_bytes()
     texts = []
+    redecoded_before = redecoded(base_server.url)
     for _ in range(3):
         r = httpx.post(
             base_server.url + "/v1/audio/transcriptions",
@@ -36,3 +37,14 @@ def test_jfk_ten_times_gives_ten_sentences_every_time(base_server, fixtures_dir,
     # the same words every run (vLLM on CPU does not promise bit-identical logits across batch shapes, so a
     # near-tie may flip a letter's case between runs; the words are what greedy decoding must keep)
     assert texts[0] == texts[1] == texts[2]
+    # the fallback's work is visible: the last window's greedy decode really loops, so some windows (not all 4 of
+    # every request, as the old whole-window compression test did) are decoded again, and counted
+    again = redecoded(base_server.url) - redecoded_before
+    assert 0 < again < 3 * 4, again
+
+
+def redecoded(url: str) -> float:
+    for line in httpx.get(url + "/metrics", timeout=10).text.splitlines():
+        if line.startswith("whisper_windows_redecoded_total "):
+            return float(line.split()[1])
+    raise AssertionError("whisper_windows_redecoded_total is not exported")

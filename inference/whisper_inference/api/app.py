@@ -92,7 +92,7 @@ def create_app(
     state = ServerState(
         settings=settings,
         engine=engine,
-        transcriber=Transcriber(engine, settings),
+        transcriber=Transcriber(engine, settings, on_redecode=metrics.windows_redecoded.inc),
         admission=AdmissionControl(settings.max_concurrent_requests, settings.max_queue),
         metrics=metrics,
         on_fatal=on_fatal,

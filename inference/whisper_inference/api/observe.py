@@ -37,6 +37,9 @@ class Metrics:
         self.in_flight = Gauge("whisper_in_flight", "requests in the engine", registry=r)
         self.engine_errors = Counter("whisper_engine_errors", "requests the engine failed", registry=r)
         self.engine_requests = Gauge("whisper_engine_requests", "generation requests inside vLLM", registry=r)
+        self.windows_redecoded = Counter(
+            "whisper_windows_redecoded", "windows decoded again at a higher temperature (fallback)", registry=r
+        )
 
 
 class ObserveMiddleware:
