@@ -1,4 +1,4 @@
-"""Issue 11's figures, in-process on the server's own engine and Transcriber (no HTTP):
+"""Word-timestamp and VAD figures, in-process on the server's own engine and Transcriber (no HTTP):
 
 - the extra time of word timestamps over segment timestamps, on short clips and on long audio;
 - VAD on vs off on long recordings with long pauses: time and word error rate.

@@ -82,7 +82,7 @@ class Settings(BaseSettings):
     # unset: half of vLLM's batch (MAX_NUM_SEQS); 0: no cap (every window of a request at once)
     max_windows_per_request: int | None = Field(None, ge=0, validation_alias="MAX_WINDOWS_PER_REQUEST")
     max_prompt_chars: int = Field(2000, ge=0, validation_alias="MAX_PROMPT_CHARS")
-    # issue 11: word cues in srt/vtt (0: one cue per segment) and the chunking_strategy of requests that send none
+    # word cues in srt/vtt (0: one cue per segment) and the chunking_strategy of requests that send none
     subtitle_max_words: int = Field(0, ge=0, le=100, validation_alias="SUBTITLE_MAX_WORDS")
     chunking_strategy: str = Field("", validation_alias="CHUNKING_STRATEGY")
     alignment_device: Literal["auto", "cpu", "cuda"] = Field("auto", validation_alias="WORD_ALIGNMENT_DEVICE")

@@ -24,6 +24,7 @@ from ..cpu import usable_cores
 from ..languages import all_codes
 from .batcher import Batcher, BatchKey, EncoderCache, Work
 from .ct2_model import find_or_convert
+from .token_logprobs import TokenLogprob, token_logprobs
 from .vllm_engine import EngineError, EngineProfile, Generation
 from .vocab import WhisperVocab
 
@@ -90,7 +91,7 @@ class CT2Engine:
 
     @property
     def batch_size(self) -> int:
-        """Windows run in one batch at most (issue 10's per-request window cap is derived from it)."""
+        """Windows run in one batch at most (MAX_WINDOWS_PER_REQUEST's default is derived from it)."""
         return self.max_batch
 
     @property
@@ -136,8 +137,6 @@ class CT2Engine:
 
     def detokenize(self, tokens: list[int]) -> str:
         return str(self.tokenizer.decode([t for t in tokens if t < self.vocab.eot]))
-
-    decode = detokenize  # the name the transcriber used before issue 10
 
     def encode_text(self, text: str) -> list[int]:
         return list(self.tokenizer.encode(" " + text.strip(), add_special_tokens=False))
@@ -241,17 +240,13 @@ class CT2Engine:
     async def generate_steps(
         self, samples: np.ndarray, decoder_ids: list[int], temperature: float
     ) -> AsyncIterator[tuple[list[int], list[float]]]:
-        """(tokens, logprobs) of the whole window at once: issue 11's streaming interface."""
+        """(tokens, logprobs) of the whole window at once: CTranslate2 does not stream a window's tokens."""
         gen = await self.generate(samples, decoder_ids, temperature)
         yield gen.tokens, gen.logprobs
 
-    def token_logprobs(self, tokens: list[int], logprobs: list[float]) -> Any:
-        """Issue 11's per-token logprob records (engine/token_logprobs.py, on its branch; imported by name so that
-        this engine does not depend on that branch being merged first)."""
-        import importlib
-
-        module = importlib.import_module(f"{__package__}.token_logprobs")
-        return module.token_logprobs(self.tokenizer.convert_ids_to_tokens(tokens), logprobs)
+    def token_logprobs(self, tokens: list[int], logprobs: list[float]) -> list[TokenLogprob]:
+        """include[]=logprobs records (CTranslate2 scores a whole window: every token carries the window's mean)."""
+        return token_logprobs(self.tokenizer.convert_ids_to_tokens(tokens), logprobs)
 
     async def generate_tokens(
         self, samples: np.ndarray, decoder_ids: list[int], temperature: float
