@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 
 from ..audio.limits import AudioDecodeError, AudioTooLongError, AudioTooShortError
 from ..audio.vad import chunking_options, form_chunking
-from ..engine.vllm_engine import EngineDead, EngineError
+from ..engine.text import EngineDead, EngineError
 from ..formats.render import MEDIA_TYPES, RESPONSE_FORMATS, render, stream_usage
 from ..languages import UnknownLanguage, normalize_language
 from ..transcriber import Delta, Plan, RequestError, TranscriptionJob, UnsupportedLanguage, wants_timestamps

@@ -24,8 +24,8 @@ from ..cpu import usable_cores
 from ..languages import all_codes
 from .batcher import Batcher, BatchKey, EncoderCache, Work
 from .ct2_model import find_or_convert
-from .token_logprobs import TokenLogprob, token_logprobs
-from .vllm_engine import EngineError, EngineProfile, Generation
+from .text import EngineError, EngineText
+from .vllm_engine import EngineProfile, Generation
 from .vocab import WhisperVocab
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,8 @@ def ended_cleanly(prompt_len: int, generated: int, max_length: int, max_tokens: 
     return prompt_len + generated < max_length - 1
 
 
-class CT2Engine:
+class CT2Engine(EngineText):
+    # include[]=logprobs: CTranslate2 scores a whole window, so every token carries the window's mean
     def __init__(self, settings: Settings):
         self.settings = settings
         self.threads, why = threads_for(settings)
@@ -77,28 +78,14 @@ class CT2Engine:
         )
         self.max_batch = settings.max_num_seqs or DEFAULT_MAX_BATCH
         self._model: Any = None
-        self._tokenizer: Any = None
-        self._vocab: WhisperVocab | None = None
         self._batcher: Batcher | None = None
         self._cache = EncoderCache(capacity=2 * self.max_batch)
         self._suppress: list[int] = []
 
     @property
-    def vocab(self) -> WhisperVocab:
-        if self._vocab is None:
-            raise EngineError("the engine has not started")
-        return self._vocab
-
-    @property
     def batch_size(self) -> int:
         """Windows run in one batch at most (MAX_WINDOWS_PER_REQUEST's default is derived from it)."""
         return self.max_batch
-
-    @property
-    def tokenizer(self) -> Any:
-        if self._tokenizer is None:
-            raise EngineError("the engine has not started")
-        return self._tokenizer
 
     async def start(self) -> None:
         await asyncio.to_thread(self._load)
@@ -134,12 +121,6 @@ class CT2Engine:
 
     def pending_requests(self) -> int:
         return self._batcher.pending if self._batcher is not None else 0
-
-    def detokenize(self, tokens: list[int]) -> str:
-        return str(self.tokenizer.decode([t for t in tokens if t < self.vocab.eot]))
-
-    def encode_text(self, text: str) -> list[int]:
-        return list(self.tokenizer.encode(" " + text.strip(), add_special_tokens=False))
 
     # --- the worker thread ---
 
@@ -243,16 +224,6 @@ class CT2Engine:
         """(tokens, logprobs) of the whole window at once: CTranslate2 does not stream a window's tokens."""
         gen = await self.generate(samples, decoder_ids, temperature)
         yield gen.tokens, gen.logprobs
-
-    def token_logprobs(self, tokens: list[int], logprobs: list[float]) -> list[TokenLogprob]:
-        """include[]=logprobs records (CTranslate2 scores a whole window: every token carries the window's mean)."""
-        return token_logprobs(self.tokenizer.convert_ids_to_tokens(tokens), logprobs)
-
-    async def generate_tokens(
-        self, samples: np.ndarray, decoder_ids: list[int], temperature: float
-    ) -> AsyncIterator[list[int]]:
-        """The whole window's tokens at once (CTranslate2's Whisper does not return steps)."""
-        yield (await self.generate(samples, decoder_ids, temperature)).tokens
 
 
 def _resolve(future: asyncio.Future[Any], result: Any) -> None:

@@ -15,8 +15,8 @@ import numpy as np
 from ..config import Settings
 from ..gpu import GpuInfo, choose_dtype, choose_kv_cache_dtype
 from ..languages import all_codes
+from .text import EngineDead, EngineError, EngineText
 from .timestamp_rules import EXTRA_ARG, LOGITS_PROCESSOR
-from .token_logprobs import TokenLogprob, token_logprobs
 from .vocab import WhisperVocab
 
 if TYPE_CHECKING:
@@ -44,14 +44,6 @@ class Generation:
     tokens: list[int]
     logprobs: list[float]
     no_speech_prob: float | None
-
-
-class EngineError(RuntimeError):
-    """The engine failed on a request it accepted (not the client's fault)."""
-
-
-class EngineDead(EngineError):
-    """The engine process died: nothing more will be served (the server exits; see api/app.py)."""
 
 
 def build_profile(settings: Settings, gpu: GpuInfo | None) -> EngineProfile:
@@ -98,26 +90,11 @@ def engine_args(settings: Settings, profile: EngineProfile) -> dict[str, Any]:
     return args
 
 
-class WhisperEngine:
+class WhisperEngine(EngineText):
     def __init__(self, settings: Settings, gpu: GpuInfo | None):
         self.settings = settings
         self.profile = build_profile(settings, gpu)
         self._engine: AsyncLLM | None = None
-        self._vocab: WhisperVocab | None = None
-        self._tokenizer: Any = None
-
-    # Set by start(); the server calls nothing else before start() has returned.
-    @property
-    def vocab(self) -> WhisperVocab:
-        if self._vocab is None:
-            raise EngineError("the engine has not started")
-        return self._vocab
-
-    @property
-    def tokenizer(self) -> Any:
-        if self._tokenizer is None:
-            raise EngineError("the engine has not started")
-        return self._tokenizer
 
     @property
     def batch_size(self) -> int:
@@ -157,14 +134,6 @@ class WhisperEngine:
         if self._engine is None:
             return 0
         return int(self._engine.output_processor.get_num_unfinished_requests())
-
-    def detokenize(self, tokens: list[int]) -> str:
-        return str(self.tokenizer.decode([t for t in tokens if t < self.vocab.eot]))
-
-    def encode_text(self, text: str) -> list[int]:
-        """Token ids of user text. A special token's spelling in it ("<|endoftext|>") is text, never the control
-        token (split_special_tokens), so a prompt cannot end the transcript or switch the task."""
-        return list(self.tokenizer.encode(" " + text.strip(), add_special_tokens=False, split_special_tokens=True))
 
     async def _stream(
         self, samples: np.ndarray, decoder_ids: list[int], params: SamplingParams
@@ -291,6 +260,3 @@ class WhisperEngine:
                 tokens,
                 [(step[t].logprob if step and t in step else 0.0) for t, step in zip(tokens, steps, strict=False)],
             )
-
-    def token_logprobs(self, tokens: list[int], logprobs: list[float]) -> list[TokenLogprob]:
-        return token_logprobs(self.tokenizer.convert_ids_to_tokens(tokens), logprobs)
