@@ -20,6 +20,8 @@ import pytest
 
 from helpers import free_port_block
 
+from .helpers import fake_node
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -59,37 +61,10 @@ def api(control_plane):
     return client.ApiClient()
 
 
-def _node(name: str, pool: str, labels: dict[str, str], gpus: int = 8, taints: list | None = None) -> dict:
-    cap = {"cpu": "64", "memory": "512Gi", "pods": "110", "nvidia.com/gpu": str(gpus)}
-    return {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {
-            "name": name,
-            "labels": {"kubernetes.io/hostname": name, "kubernetes.io/arch": "amd64", "pool": pool, **labels},
-        },
-        "spec": {"taints": taints or []},
-        "status": {
-            "capacity": cap,
-            "allocatable": cap,
-            "conditions": [
-                {
-                    "type": "Ready",
-                    "status": "True",
-                    "reason": "KubeletReady",
-                    "message": "fake",
-                    "lastHeartbeatTime": "2026-01-01T00:00:00Z",
-                    "lastTransitionTime": "2026-01-01T00:00:00Z",
-                }
-            ],
-        },
-    }
-
-
 GPU = "nvidia.com/gpu"
 NODES = [
-    _node("t4-1", "t4", {f"{GPU}.product": "Tesla-T4", f"{GPU}.compute.major": "7", f"{GPU}.compute.minor": "5"}),
-    _node(
+    fake_node("t4-1", "t4", {f"{GPU}.product": "Tesla-T4", f"{GPU}.compute.major": "7", f"{GPU}.compute.minor": "5"}),
+    fake_node(
         "h100-1",
         "h100",
         {
@@ -99,42 +74,42 @@ NODES = [
             f"{GPU}.memory": "81559",
         },
     ),
-    _node("a10g-1", "a10g", {f"{GPU}.product": "NVIDIA-A10G"}),  # product label only -> 8.6
-    _node("bare-1", "bare", {}),  # nothing -> NVML probe
+    fake_node("a10g-1", "a10g", {f"{GPU}.product": "NVIDIA-A10G"}),  # product label only -> 8.6
+    fake_node("bare-1", "bare", {}),  # nothing -> NVML probe
     # a mixed pool: T4 and H100 under one label
-    _node(
+    fake_node(
         "mixed-t4",
         "mixed",
         {f"{GPU}.product": "Tesla-T4", f"{GPU}.compute.major": "7", f"{GPU}.compute.minor": "5"},
         gpus=2,
     ),
-    _node(
+    fake_node(
         "mixed-h100",
         "mixed",
         {f"{GPU}.product": "NVIDIA-H100-80GB-HBM3", f"{GPU}.compute.major": "9", f"{GPU}.compute.minor": "0"},
         gpus=4,
     ),
     # GKE: GPU nodes tainted nvidia.com/gpu=present:NoSchedule (ExtendedResourceToleration is not enabled here)
-    _node(
+    fake_node(
         "gke-l4-1",
         "gke",
         {f"{GPU}.product": "NVIDIA-L4", f"{GPU}.compute.major": "8", f"{GPU}.compute.minor": "9"},
         taints=[{"key": GPU, "value": "present", "effect": "NoSchedule"}],
     ),
     # "A10" must select the A10 and not the A100 (which has more GPUs, so a substring match would pin to it)
-    _node(
+    fake_node(
         "ampere-a100",
         "ampere",
         {f"{GPU}.product": "NVIDIA-A100-SXM4-80GB", f"{GPU}.compute.major": "8", f"{GPU}.compute.minor": "0"},
     ),
-    _node(
+    fake_node(
         "ampere-a10",
         "ampere",
         {f"{GPU}.product": "NVIDIA-A10", f"{GPU}.compute.major": "8", f"{GPU}.compute.minor": "6"},
         gpus=2,
     ),
     # a right-sized pool: one GPU, so a rollout that surges can never schedule its new pod
-    _node(
+    fake_node(
         "full-1",
         "full",
         {f"{GPU}.product": "Tesla-T4", f"{GPU}.compute.major": "7", f"{GPU}.compute.minor": "5"},

@@ -92,3 +92,31 @@ def mark_pods_ready(api, namespace: str, selector: str) -> int:
         core.patch_namespaced_pod_status(pod.metadata.name, namespace, {"status": status})
         n += 1
     return n
+
+
+def fake_node(name: str, pool: str, labels: dict[str, str], gpus: int = 8, taints: list | None = None) -> dict:
+    """A Node object with GPUs and no kubelet: the scheduler binds pods to it, nothing runs."""
+    cap = {"cpu": "64", "memory": "512Gi", "pods": "110", "nvidia.com/gpu": str(gpus)}
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "labels": {"kubernetes.io/hostname": name, "kubernetes.io/arch": "amd64", "pool": pool, **labels},
+        },
+        "spec": {"taints": taints or []},
+        "status": {
+            "capacity": cap,
+            "allocatable": cap,
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "KubeletReady",
+                    "message": "fake",
+                    "lastHeartbeatTime": "2026-01-01T00:00:00Z",
+                    "lastTransitionTime": "2026-01-01T00:00:00Z",
+                }
+            ],
+        },
+    }

@@ -21,6 +21,7 @@ from .helpers import (
     create_endpoint,
     deployment,
     env_of,
+    fake_node,
     get_endpoint,
     mark_pods_ready,
     patch_spec,
@@ -30,27 +31,6 @@ from .helpers import (
 pytestmark = pytest.mark.cluster
 MODEL = "openai/whisper-large-v3"
 GPU = "nvidia.com/gpu"
-
-
-def _node(name: str, pool: str, labels: dict[str, str], gpus: int = 1) -> dict:
-    cap = {"cpu": "16", "memory": "64Gi", "pods": "110", GPU: str(gpus)}
-    return {
-        "metadata": {"name": name, "labels": {"pool": pool, "kubernetes.io/arch": "amd64", **labels}},
-        "status": {
-            "capacity": cap,
-            "allocatable": cap,
-            "conditions": [
-                {
-                    "type": "Ready",
-                    "status": "True",
-                    "reason": "KubeletReady",
-                    "message": "fake",
-                    "lastHeartbeatTime": "2026-01-01T00:00:00Z",
-                    "lastTransitionTime": "2026-01-01T00:00:00Z",
-                }
-            ],
-        },
-    }
 
 
 def _pods(api, namespace: str, name: str) -> list:
@@ -87,10 +67,11 @@ def test_an_empty_autoscaled_pool_gets_its_deployment_and_pending_pods(api, oper
     # the autoscaler adds an H100 node: the Pending pod lands there
     core = client.CoreV1Api(api)
     core.create_node(
-        _node(
+        fake_node(
             "zero-h100",
             "zero",
             {f"{GPU}.product": "NVIDIA-H100-80GB-HBM3", f"{GPU}.compute.major": "9", f"{GPU}.compute.minor": "0"},
+            gpus=1,
         )
     )
     try:
@@ -248,8 +229,11 @@ def test_node_driven_decisions_leave_events(api, operator, namespace):
     )
     core = client.CoreV1Api(api)
     core.create_node(
-        _node(
-            "late-1", "late", {f"{GPU}.product": "Tesla-T4", f"{GPU}.compute.major": "7", f"{GPU}.compute.minor": "5"}
+        fake_node(
+            "late-1",
+            "late",
+            {f"{GPU}.product": "Tesla-T4", f"{GPU}.compute.major": "7", f"{GPU}.compute.minor": "5"},
+            gpus=1,
         )
     )
     try:
