@@ -27,6 +27,19 @@ from whisper_inference.engine.vocab import WhisperVocab
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# the fields of a verbose_json segment, as OpenAI returns them
+SEGMENT_FIELDS = {
+    "id",
+    "seek",
+    "start",
+    "end",
+    "text",
+    "tokens",
+    "temperature",
+    "avg_logprob",
+    "compression_ratio",
+    "no_speech_prob",
+}
 JFK = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
 
 # The special-token ids of the real tokenizers, as WhisperVocab.from_tokenizer reads them from the converted

@@ -6,7 +6,7 @@ import httpx
 import pytest
 from openai import BadRequestError, OpenAI
 
-from helpers import JFK, wer
+from helpers import JFK, SEGMENT_FIELDS, wer
 
 pytestmark = pytest.mark.engine
 
@@ -42,18 +42,7 @@ def test_verbose_json_is_shaped_like_openai(base_server, fixtures_dir):
     assert set(body) == {"task", "language", "duration", "text", "segments", "usage"}
     assert body["usage"] == {"type": "duration", "seconds": 11}
     seg = body["segments"][0]
-    assert set(seg) == {
-        "id",
-        "seek",
-        "start",
-        "end",
-        "text",
-        "tokens",
-        "temperature",
-        "avg_logprob",
-        "compression_ratio",
-        "no_speech_prob",
-    }
+    assert set(seg) == SEGMENT_FIELDS
     assert 0 <= seg["no_speech_prob"] < 0.5 and seg["avg_logprob"] < 0 and seg["compression_ratio"] > 0
     assert all(isinstance(t, int) for t in seg["tokens"])
     ends = [s["end"] for s in body["segments"]]

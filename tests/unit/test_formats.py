@@ -1,5 +1,6 @@
 import pytest
 
+from helpers import SEGMENT_FIELDS
 from whisper_inference.formats.render import render
 from whisper_inference.transcriber import Segment, Transcript, compression_ratio, timed_decoding, wants_timestamps
 
@@ -25,18 +26,7 @@ def test_json_and_text():
 def test_verbose_json_shape():
     body = render(transcript(), "verbose_json")
     assert body["language"] == "english" and body["task"] == "transcribe" and body["duration"] == 3725.2
-    assert set(body["segments"][0]) == {
-        "id",
-        "seek",
-        "start",
-        "end",
-        "text",
-        "tokens",
-        "temperature",
-        "avg_logprob",
-        "compression_ratio",
-        "no_speech_prob",
-    }
+    assert set(body["segments"][0]) == SEGMENT_FIELDS
 
 
 def test_srt_and_vtt_clock():
