@@ -9,7 +9,9 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -26,8 +28,9 @@ JFK = "And so my fellow Americans, ask not what your country can do for you, ask
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv to drop to a UID")
 def test_44k_upload_as_a_uid_with_no_home(model_tiny_en, fixtures_dir, tmp_path):
-    writable = tmp_path / "writable"
-    writable.mkdir()
+    # short: vLLM puts its ZeroMQ IPC sockets under TMPDIR, and a socket path has at most 107 bytes (pytest's
+    # tmp_path grows with its run counter: /tmp/pytest-of-root/pytest-103/test_44k_... was one byte too long)
+    writable = Path(tempfile.mkdtemp(prefix="kw-uid-"))
     os.chown(writable, UID, UID)
     port = free_port()
     env = {
@@ -83,3 +86,4 @@ def test_44k_upload_as_a_uid_with_no_home(model_tiny_en, fixtures_dir, tmp_path)
         proc.terminate()
         proc.wait(60)
         log.close()
+        shutil.rmtree(writable, ignore_errors=True)
