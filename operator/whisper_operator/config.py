@@ -20,6 +20,11 @@ class OperatorSettings(BaseSettings):
         min_length=1,
         description="Inference image used when an endpoint does not set spec.image (also runs the NVML probe).",
     )
+    default_cpu_image: str = Field(
+        "ghcr.io/kubewhisper/kubewhisper-inference:0.1.0-cpu",
+        min_length=1,
+        description="Inference image of CPU endpoints (spec.gpu.count 0) that do not set spec.image.",
+    )
     resync_seconds: float = Field(30.0, gt=0, le=3600, description="Period of the level-based re-reconcile timer.")
     mixed_pool_policy: Literal["Pin", "SafestCommon"] = Field(
         "Pin", description="Default for spec.gpu.mixedPoolPolicy when candidate nodes differ in compute capability."
@@ -67,7 +72,7 @@ class OperatorSettings(BaseSettings):
     def own_namespace(self) -> str:
         return self.probe_namespace or self.lease_namespace
 
-    @field_validator("default_image")
+    @field_validator("default_image", "default_cpu_image")
     @classmethod
     def _image_has_no_spaces(cls, value: str) -> str:
         if any(c.isspace() for c in value):

@@ -19,6 +19,7 @@ from kubernetes.client.exceptions import ApiException
 
 from . import GROUP, MANAGED_BY, PLURAL, VERSION, manifests, probe
 from .config import OperatorSettings
+from .cpu_profile import compute_cpu_profile
 from .errors import SpecError
 from .kube import Kube
 from .nodes import candidate_nodes
@@ -196,17 +197,20 @@ class Reconciler:
         except SpecError as e:
             return self._write_invalid(body, e)
         try:
-            pending = self._probe_unknown(body, spec, nodes)
-            cands = candidate_nodes(spec, nodes, self.store.answers())
-            previous = StickyClass.from_status(body.get("status"))
-            profile = compute_profile(
-                spec,
-                cands,
-                self.settings.mixed_pool_policy,
-                previous,
-                self.clock(),
-                self.settings.class_reselect_seconds,
-            )
+            if spec.on_cpu:  # a CPU endpoint: no GPU class to choose and no node to probe
+                profile = compute_cpu_profile(spec, nodes)
+            else:
+                pending = self._probe_unknown(body, spec, nodes)
+                cands = candidate_nodes(spec, nodes, self.store.answers())
+                previous = StickyClass.from_status(body.get("status"))
+                profile = compute_profile(
+                    spec,
+                    cands,
+                    self.settings.mixed_pool_policy,
+                    previous,
+                    self.clock(),
+                    self.settings.class_reselect_seconds,
+                )
         except SpecError as e:
             error = e
 
@@ -259,11 +263,21 @@ class Reconciler:
         patch = dict(new)
         if "profile" in old and "profile" not in new:
             patch["profile"] = None
+        for key in ("gpuClass", "accelerator"):
+            if "profile" in new and key in old and key not in new:  # a GPU endpoint turned CPU has no gpuClass
+                patch[key] = None
         # a merge patch keeps what it does not mention: remove a nested field the new status no longer has
         for key in ("gpuClass", "profile"):
             if isinstance(old.get(key), dict) and isinstance(new.get(key), dict):
                 patch[key] = {**{k: None for k in old[key] if k not in new[key]}, **new[key]}
-        if profile and (old.get("profile") or {}).get("computeCapability") != profile.computeCapability:
+        if profile and profile.on_cpu and (old.get("profile") or {}).get("placement") != "CPU":
+            self.emit(
+                body,
+                "Normal",
+                "ProfileChosen",
+                f"CPU endpoint: dtype {profile.dtype}, engine {profile.engine}, on {len(profile.nodes)} CPU node(s)",
+            )
+        elif profile and (old.get("profile") or {}).get("computeCapability") != profile.computeCapability:
             self.emit(
                 body,
                 "Normal",
