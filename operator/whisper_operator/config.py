@@ -61,6 +61,11 @@ class OperatorSettings(BaseSettings):
     lease_namespace: str = Field("default", min_length=1, description="Namespace of the Lease (the operator's own).")
     lease_duration_seconds: float = Field(15.0, gt=1, le=300)
     identity: str | None = Field(None, description="Holder identity in the Lease (default: hostname + pid).")
+    owner_deployment: str | None = Field(
+        None,
+        description="The operator's own Deployment (in lease_namespace): the Lease, the probe ConfigMap and the probe "
+        "Jobs it creates there get an ownerReference to it, so deleting the Deployment (helm uninstall) deletes them.",
+    )
     webhook_enabled: bool = Field(False, description="Serve the validating admission webhook.")
     webhook_host: str = Field("127.0.0.1", description="Host name the API server uses to reach the webhook.")
     webhook_port: int = Field(9443, ge=1, le=65535)

@@ -69,9 +69,12 @@ class Reconciler:
         emit: EventSink,
         store: ProbeStore | None = None,
         clock: Callable[[], float] = time.time,
+        owners: list[dict[str, Any]] | None = None,
     ) -> None:
         self.kube, self.settings, self.emit, self.clock = kube, settings, emit, clock
-        self.store = store or ProbeStore(kube.core, settings.own_namespace)
+        # ownerReferences of what the operator creates in its own namespace (the operator's Deployment, if known)
+        self.owners = owners or []
+        self.store = store or ProbeStore(kube.core, settings.own_namespace, self.owners)
         self._pdb_version: str | None = None
 
     # ---- reads -------------------------------------------------------------------------------------------------
@@ -103,7 +106,7 @@ class Reconciler:
         job = self._get(self.kube.batch.read_namespaced_job, job_name, ns)
         if job is None:
             image = self.settings.probe_image or self.settings.default_image
-            manifest = probe.job_manifest(name, uid, ns, image, int(self.settings.probe_timeout_seconds))
+            manifest = probe.job_manifest(name, uid, ns, image, int(self.settings.probe_timeout_seconds), self.owners)
             try:
                 self.kube.batch.create_namespaced_job(ns, manifest)  # type: ignore[arg-type]  # the client takes a dict
             except ApiException as e:
