@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import yaml
 
 from whisper_inference.cpu import vllm_thread_env
 from whisper_operator.config import OperatorSettings
@@ -244,3 +247,18 @@ def test_status_of_a_gpu_endpoint_names_product_and_capability():
 )
 def test_vllm_cpu_threads_follow_the_cpu_limit(threads, allowed, environ, want):
     assert vllm_thread_env(threads, allowed, environ) == want
+
+
+def test_the_cpu_example_renders_the_shared_contract():
+    """operator/examples/endpoint-cpu.yaml: the names the node, image and demo helpers rely on."""
+    ex = yaml.safe_load((Path(__file__).resolve().parents[2] / "operator/examples/endpoint-cpu.yaml").read_text())
+    assert (ex["metadata"]["name"], ex["metadata"]["namespace"]) == ("whisper-cpu", "default")
+    b = {**ex, "metadata": {**ex["metadata"], "uid": "u1", "generation": 1}}
+    pod = pod_of(b, nodes=[CPU_NODE])
+    c, (init,) = pod["containers"][0], pod["initContainers"]
+    e = env(c)
+    assert e["MODEL_ID"] == "/models/whisper-base" and e["SERVED_MODEL_NAME"] == "whisper-base"
+    assert e["ENGINE"] == "ctranslate2" and e["DTYPE"] == "float32"
+    assert init["image"] == "ghcr.io/kubewhisper/kubewhisper-model-whisper-base:0.1.0"
+    assert init["imagePullPolicy"] == c["imagePullPolicy"] == "IfNotPresent"
+    assert c["resources"] == {"requests": {"cpu": "250m", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "3Gi"}}
