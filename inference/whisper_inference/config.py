@@ -89,7 +89,8 @@ class Settings(BaseSettings):
 
     # vllm: one engine for GPUs and CPUs; ctranslate2: int8 on CPU, for CPU pools (engine/ct2_engine.py)
     engine: Literal["vllm", "ctranslate2"] = Field("vllm", validation_alias="ENGINE")
-    # ctranslate2's compute threads; unset: the container's CPU limit (cgroup), else the CPUs it may run on
+    # compute threads on CPU (CTranslate2's, and vLLM's CPU worker's when below its affinity, see cpu.vllm_thread_env);
+    # unset: the container's CPU limit (cgroup), else the CPUs it may run on
     cpu_threads: int | None = Field(None, ge=1, le=1024, validation_alias="CPU_THREADS")
 
     @field_validator("chunking_strategy")

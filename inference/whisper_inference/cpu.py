@@ -36,9 +36,30 @@ def cgroup_cores(
 
 def usable_cores() -> int:
     """The CPU limit of the container when it has one, else the CPUs this process may be scheduled on."""
-    try:
-        allowed = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        allowed = os.cpu_count() or 1
+    allowed = affinity_cores()
     limit = cgroup_cores()
     return min(allowed, limit) if limit else allowed
+
+
+def vllm_thread_env(threads: int | None, allowed: int, environ: dict[str, str] | os._Environ[str]) -> dict[str, str]:
+    """Env that sizes vLLM's CPU worker to the container: what to set (nothing the user set is overridden).
+
+    vLLM's CPU backend (VLLM_CPU_OMP_THREADS_BIND=auto) binds one OpenMP thread to every physical core this process
+    may run on (its affinity), minus a reserved one. In a pod with a CPU limit on a larger node the affinity is the
+    whole node, while the CFS quota allows only the limit: dozens of threads would share a few cores' worth of time
+    and be throttled. So when the limit (or CPU_THREADS) is below the affinity, binding is off and OMP_NUM_THREADS is
+    the limit; otherwise vLLM's own binding stays (it is right when the pod owns its cores, e.g. the static CPU
+    manager or a machine of its own).
+    """
+    if "VLLM_CPU_OMP_THREADS_BIND" in environ or "OMP_NUM_THREADS" in environ:
+        return {}
+    if threads is None or threads >= allowed:
+        return {}
+    return {"VLLM_CPU_OMP_THREADS_BIND": "nobind", "OMP_NUM_THREADS": str(threads)}
+
+
+def affinity_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1

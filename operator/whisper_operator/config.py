@@ -20,6 +20,11 @@ class OperatorSettings(BaseSettings):
         min_length=1,
         description="Inference image used when an endpoint does not set spec.image (also runs the NVML probe).",
     )
+    default_cpu_image: str = Field(
+        "ghcr.io/kubewhisper/kubewhisper-inference:0.1.0-cpu",
+        min_length=1,
+        description="Inference image of CPU endpoints (spec.gpu.count 0) that do not set spec.image.",
+    )
     resync_seconds: float = Field(30.0, gt=0, le=3600, description="Period of the level-based re-reconcile timer.")
     mixed_pool_policy: Literal["Pin", "SafestCommon"] = Field(
         "Pin", description="Default for spec.gpu.mixedPoolPolicy when candidate nodes differ in compute capability."
@@ -56,6 +61,11 @@ class OperatorSettings(BaseSettings):
     lease_namespace: str = Field("default", min_length=1, description="Namespace of the Lease (the operator's own).")
     lease_duration_seconds: float = Field(15.0, gt=1, le=300)
     identity: str | None = Field(None, description="Holder identity in the Lease (default: hostname + pid).")
+    owner_deployment: str | None = Field(
+        None,
+        description="The operator's own Deployment (in lease_namespace): the Lease, the probe ConfigMap and the probe "
+        "Jobs it creates there get an ownerReference to it, so deleting the Deployment (helm uninstall) deletes them.",
+    )
     webhook_enabled: bool = Field(False, description="Serve the validating admission webhook.")
     webhook_host: str = Field("127.0.0.1", description="Host name the API server uses to reach the webhook.")
     webhook_port: int = Field(9443, ge=1, le=65535)
@@ -67,7 +77,7 @@ class OperatorSettings(BaseSettings):
     def own_namespace(self) -> str:
         return self.probe_namespace or self.lease_namespace
 
-    @field_validator("default_image")
+    @field_validator("default_image", "default_cpu_image")
     @classmethod
     def _image_has_no_spaces(cls, value: str) -> str:
         if any(c.isspace() for c in value):

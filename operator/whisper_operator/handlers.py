@@ -47,7 +47,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     kube = Kube(api)
     memo.kube = kube
     memo.events = EventRecorder(kube.core)
-    memo.reconciler = Reconciler(kube, SETTINGS, memo.events)
+    owners = await asyncio.to_thread(_owner_references, kube)
+    same_ns = SETTINGS.own_namespace == SETTINGS.lease_namespace
+    memo.reconciler = Reconciler(kube, SETTINGS, memo.events, owners=owners if same_ns else None)
     if SETTINGS.leader_election:
         identity = SETTINGS.identity or f"{socket.gethostname()}-{os.getpid()}"
         memo.elector = LeaseElector(
@@ -56,6 +58,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
             SETTINGS.lease_namespace,
             identity,
             SETTINGS.lease_duration_seconds,
+            owners=owners,
         )
     else:
         memo.elector = AlwaysLeader()
@@ -63,6 +66,28 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     memo.tasks = [asyncio.create_task(_elect_loop(memo.elector))]
     if SETTINGS.webhook_enabled:
         webhook.configure(settings, SETTINGS)
+
+
+def _owner_references(kube: Kube) -> list[dict[str, Any]]:
+    """An ownerReference to the operator's own Deployment (KUBEWHISPER_OWNER_DEPLOYMENT), so that the Lease, the probe
+    ConfigMap and probe Jobs go with it (helm uninstall leaves nothing). Unreadable: none, and the operator runs on."""
+    name = SETTINGS.owner_deployment
+    if not name:
+        return []
+    try:
+        deploy = kube.apps.read_namespaced_deployment(name, SETTINGS.lease_namespace)
+    except Exception as e:  # the owner is a tidiness, never a reason not to run
+        log.warning("owner Deployment %s/%s unreadable, creating without owner: %r", SETTINGS.lease_namespace, name, e)
+        return []
+    uid = deploy.metadata.uid if deploy.metadata else None
+    return [{"apiVersion": "apps/v1", "kind": "Deployment", "name": name, "uid": uid}] if uid else []
+
+
+@kopf.on.probe(id="leader")
+def leader_probe(memo: kopf.Memo, **_: Any) -> bool:
+    """In kopf's /healthz answer: whether this replica holds the Lease (the chart's `helm test` checks it)."""
+    elector = memo.get("elector")
+    return bool(elector is not None and elector.is_leader)
 
 
 @kopf.on.cleanup()

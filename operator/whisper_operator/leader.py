@@ -39,8 +39,10 @@ class LeaseElector:
         identity: str,
         duration: float,
         clock: Callable[[], float] = time.monotonic,
+        owners: list[dict[str, Any]] | None = None,
     ) -> None:
         self.api, self.name, self.namespace, self.identity = api, name, namespace, identity
+        self.owners = owners or []  # written with every create/replace: an older Lease gets them at the next renew
         self.duration = duration
         self.renew_deadline = duration * 2 / 3
         self.clock = clock
@@ -52,7 +54,9 @@ class LeaseElector:
         return self._leader.is_set() and self.clock() - self._renewed_at < self.renew_deadline
 
     def _body(self, transitions: int, acquired: dt.datetime, resource_version: str | None = None) -> dict[str, Any]:
-        meta = {"name": self.name, "namespace": self.namespace}
+        meta: dict[str, Any] = {"name": self.name, "namespace": self.namespace}
+        if self.owners:
+            meta["ownerReferences"] = self.owners
         if resource_version:
             meta["resourceVersion"] = resource_version
         return {

@@ -15,13 +15,19 @@ from .config import OperatorSettings
 from .nodes import GPU_RESOURCE
 from .probe import INFERENCE_UID
 from .profile import Profile, arch_term
-from .spec import EndpointSpec
+from .spec import MODELS_DIR, EndpointSpec
 
 CONTAINER_PORT = 8080
 API_KEY_DIR = "/var/run/secrets/kubewhisper"
 PRE_STOP_SECONDS = 5  # kube-proxy/endpoints drop the pod before the server starts draining
 DRAIN_MARGIN_SECONDS = 5  # the server exits this long before the kubelet's SIGKILL
 ENDPOINT_LABEL = f"{GROUP}/endpoint"
+# The root filesystem is read-only; these are the paths the server writes (Dockerfile.inference points HOME,
+# XDG_CACHE_HOME, HF_HOME (/models/hf), NUMBA/TRITON/TORCHINDUCTOR/VLLM caches and TMPDIR at them)
+CACHE_DIR = "/home/whisper/.cache"
+TMP_DIR = "/tmp"
+# the model image's init container: it copies, nothing more (sized so it never is what blocks scheduling)
+MODEL_COPY_RESOURCES = {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}}
 
 
 def selector_labels(name: str) -> dict[str, str]:
@@ -141,14 +147,23 @@ def resources(spec: EndpointSpec) -> dict[str, Any]:
     # a resource with only a limit gets request = limit from the API server; defaults fill the rest
     defaults = {k: v for k, v in default_requests(spec.model).items() if k not in limits}
     requests: dict[str, Any] = {**defaults, **spec.resources.requests}
+    if spec.on_cpu:
+        # a CPU endpoint always has CPU and memory limits: the engine sizes its threads from the CPU limit (cgroup
+        # quota), and without one it would start a thread per core of the node; unset limits equal the requests
+        for key in ("cpu", "memory"):
+            limits.setdefault(key, requests[key])
+        return {"limits": limits, "requests": requests}
     limits[GPU_RESOURCE] = count
     requests[GPU_RESOURCE] = count
     return {"limits": limits, "requests": requests}
 
 
-def gpu_tolerations(spec: EndpointSpec) -> list[dict[str, Any]]:
-    """The user's tolerations plus one for taints keyed by the GPU resource (what ExtendedResourceToleration adds)."""
+def tolerations(spec: EndpointSpec) -> list[dict[str, Any]]:
+    """The user's tolerations, plus, on GPU endpoints, one for taints keyed by the GPU resource (what
+    ExtendedResourceToleration adds). A CPU endpoint gets none: it must not land on tainted GPU nodes."""
     out = copy.deepcopy(spec.tolerations)
+    if spec.on_cpu:
+        return out
     if not any(t.get("key") == GPU_RESOURCE and t.get("operator") == "Exists" and not t.get("effect") for t in out):
         out.append({"key": GPU_RESOURCE, "operator": "Exists"})
     return out
@@ -161,13 +176,59 @@ def strategy(spec: EndpointSpec) -> dict[str, Any]:
     return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": r.max_surge, "maxUnavailable": r.max_unavailable}}
 
 
+def _restricted_container_security() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "runAsNonRoot": True,
+        "readOnlyRootFilesystem": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def model_copy_container(spec: EndpointSpec, models_volume: str) -> dict[str, Any]:
+    """The init container of spec.modelImage: copies the image's /model/ tree into /models. `cp -R`, not `cp -a`: as
+    the non-root UID, preserving the times and mode of the volume's root (owned by root) fails with EPERM."""
+    assert spec.model_image
+    return {
+        "name": "model",
+        "image": spec.model_image,
+        "imagePullPolicy": spec.image_pull_policy,
+        "command": ["cp", "-R", "/model/.", f"{MODELS_DIR}/"],
+        "resources": copy.deepcopy(MODEL_COPY_RESOURCES),
+        "securityContext": _restricted_container_security(),
+        "volumeMounts": [{"name": models_volume, "mountPath": MODELS_DIR}],
+    }
+
+
+def default_image(spec: EndpointSpec, settings: OperatorSettings) -> str:
+    if spec.image:
+        return spec.image
+    return settings.default_cpu_image if spec.on_cpu else settings.default_image
+
+
 def deployment(
     body: dict[str, Any], spec: EndpointSpec, profile: Profile, settings: OperatorSettings
 ) -> dict[str, Any]:
     name = body["metadata"]["name"]
-    volumes: list[dict[str, Any]] = [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}}]
-    mounts: list[dict[str, Any]] = [{"name": "dshm", "mountPath": "/dev/shm"}]
+    volumes: list[dict[str, Any]] = [
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}},
+        {"name": "cache", "emptyDir": {"sizeLimit": "4Gi"}},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "dshm", "mountPath": "/dev/shm"},
+        {"name": "tmp", "mountPath": TMP_DIR},
+        {"name": "cache", "mountPath": CACHE_DIR},
+    ]
     cache = spec.model_cache
+    models_volume = "models"
+    if cache and cache.mount_path.rstrip("/") == MODELS_DIR:
+        models_volume = "model-cache"  # the claim is /models: the model image copies into it
+    else:
+        # writable /models (HF_HOME is /models/hf in the image) on the read-only root
+        volumes.append({"name": "models", "emptyDir": {}})
+        mounts.append({"name": "models", "mountPath": MODELS_DIR})
     if cache:
         volumes.append(
             {
@@ -206,7 +267,7 @@ def deployment(
         "containers": [
             {
                 "name": "whisper",
-                "image": spec.image or settings.default_image,
+                "image": default_image(spec, settings),
                 "imagePullPolicy": spec.image_pull_policy,
                 "ports": [{"name": "http", "containerPort": CONTAINER_PORT, "protocol": "TCP"}],
                 "env": container_env(spec, profile, grace),
@@ -231,18 +292,17 @@ def deployment(
                 },
                 # Services stop routing to a terminating pod only after the endpoints update propagates
                 "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(PRE_STOP_SECONDS)]}}},
-                "securityContext": {
-                    "allowPrivilegeEscalation": False,
-                    "capabilities": {"drop": ["ALL"]},
-                    "runAsNonRoot": True,
-                    "seccompProfile": {"type": "RuntimeDefault"},
-                },
+                "securityContext": _restricted_container_security(),
                 "volumeMounts": mounts,
             }
         ],
         "volumes": volumes,
-        "tolerations": gpu_tolerations(spec),
     }
+    if spec.model_image:
+        pod_spec["initContainers"] = [model_copy_container(spec, models_volume)]
+    tols = tolerations(spec)
+    if tols:
+        pod_spec["tolerations"] = tols
     if spec.node_selector:
         pod_spec["nodeSelector"] = dict(spec.node_selector)
     pin = [{**t, "matchExpressions": [*t.get("matchExpressions", []), arch_term(spec)]} for t in profile.pin] or [

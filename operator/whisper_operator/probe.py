@@ -32,7 +32,9 @@ def job_name(node: str, uid: str = "") -> str:
     return f"kubewhisper-gpu-probe-{stem}-{digest}"
 
 
-def job_manifest(node: str, uid: str, namespace: str, image: str, deadline_seconds: int) -> dict[str, Any]:
+def job_manifest(
+    node: str, uid: str, namespace: str, image: str, deadline_seconds: int, owners: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     labels = {
         PROBE_LABEL: node[:63],
         "app.kubernetes.io/managed-by": MANAGED_BY,
@@ -46,6 +48,7 @@ def job_manifest(node: str, uid: str, namespace: str, image: str, deadline_secon
             "namespace": namespace,
             "labels": labels,
             "annotations": {f"{GROUP}/node": node, f"{GROUP}/node-uid": uid},
+            **({"ownerReferences": owners} if owners else {}),
         },
         "spec": {
             "backoffLimit": 0,  # the operator retries, with backoff, and deletes the Job

@@ -22,8 +22,10 @@ MERGE = "application/merge-patch+json"
 
 
 class ProbeStore:
-    def __init__(self, core: client.CoreV1Api | None, namespace: str) -> None:
-        self.core, self.namespace = core, namespace
+    def __init__(
+        self, core: client.CoreV1Api | None, namespace: str, owners: list[dict[str, Any]] | None = None
+    ) -> None:
+        self.core, self.namespace, self.owners = core, namespace, owners or []
         self._answers: dict[str, dict[str, Any]] | None = None
         self._lock = threading.Lock()
 
@@ -71,6 +73,7 @@ class ProbeStore:
                     "name": CONFIGMAP,
                     "namespace": self.namespace,
                     "labels": {"app.kubernetes.io/managed-by": MANAGED_BY},
+                    **({"ownerReferences": self.owners} if self.owners else {}),
                 },
                 **patch,
             }

@@ -80,9 +80,21 @@ def requirements(spec: EndpointSpec) -> list[Requirement]:
     return out
 
 
+def engine_reason(spec: EndpointSpec) -> str:
+    if spec.engine != "auto":
+        return "set in spec"
+    return "CTranslate2 int8 on a CPU endpoint" if spec.on_cpu else "vLLM on GPUs"
+
+
 def check_spec(spec: EndpointSpec) -> None:
     """Rules that hold whatever the nodes (the webhook refuses them too)."""
     requirements(spec)
+    if spec.engine == "ctranslate2" and not spec.on_cpu:
+        raise SpecError(
+            "UnsupportedEngine",
+            f"engine ctranslate2 runs on the CPU only (int8), the {spec.gpu.count} GPU(s) would sit idle: use "
+            "engine vllm (or auto) on a GPU endpoint, or gpu.count 0 for a CPU endpoint",
+        )
     if spec.gpu.count > 1:
         raise SpecError(
             "MultiGPUUnsupported",
@@ -379,21 +391,31 @@ class Profile:
     kvCacheDtype: str
     attentionBackend: str
     useFlashInfer: bool
-    placement: str  # Pinned | SafestCommon | Declared
+    placement: str  # Pinned | SafestCommon | Declared | CPU
     nodes: list[str]
     reasons: list[str] = field(default_factory=list)
+    engine: str = "vllm"
     # nodeSelectorTerms pinning the pods (merged into spec.affinity) and the sticky class: not part of status.profile
     pin: list[dict[str, Any]] = field(default_factory=list)
     sticky: StickyClass | None = None
+    on_cpu: bool = False
 
     def status(self) -> dict[str, Any]:
         out = asdict(self)
-        out.pop("pin")
-        out.pop("sticky")
+        for internal in ("pin", "sticky", "on_cpu"):
+            out.pop(internal)
         return out
 
+    @property
+    def accelerator(self) -> str:
+        """``status.accelerator``: cpu, or the GPU product(s) and compute capability of the class."""
+        return "cpu" if self.on_cpu else f"{self.gpuProduct} (CC {self.computeCapability})"
+
     def env(self) -> dict[str, str]:
+        if self.on_cpu:  # the vLLM GPU knobs mean nothing on a CPU; the engine sizes its threads itself
+            return {"ENGINE": self.engine, "DTYPE": self.dtype}
         return {
+            "ENGINE": self.engine,
             "DTYPE": self.dtype,
             "VLLM_KV_CACHE_DTYPE": self.kvCacheDtype,
             "VLLM_ATTENTION_BACKEND": self.attentionBackend,
@@ -422,7 +444,8 @@ def compute_profile(
         useFlashInfer=settings.use_flashinfer,
         placement=pool.placement,
         nodes=sorted(n.name for n in pool.nodes),
-        reasons=[*pool.reasons, *settings.reasons],
+        reasons=[*pool.reasons, *settings.reasons, f"engine {spec.engine_name}: {engine_reason(spec)}"],
+        engine=spec.engine_name,
         pin=pool.pin,
         sticky=pool.sticky,
     )

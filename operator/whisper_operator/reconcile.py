@@ -19,6 +19,7 @@ from kubernetes.client.exceptions import ApiException
 
 from . import GROUP, MANAGED_BY, PLURAL, VERSION, manifests, probe
 from .config import OperatorSettings
+from .cpu_profile import compute_cpu_profile
 from .errors import SpecError
 from .kube import Kube
 from .nodes import candidate_nodes
@@ -68,9 +69,12 @@ class Reconciler:
         emit: EventSink,
         store: ProbeStore | None = None,
         clock: Callable[[], float] = time.time,
+        owners: list[dict[str, Any]] | None = None,
     ) -> None:
         self.kube, self.settings, self.emit, self.clock = kube, settings, emit, clock
-        self.store = store or ProbeStore(kube.core, settings.own_namespace)
+        # ownerReferences of what the operator creates in its own namespace (the operator's Deployment, if known)
+        self.owners = owners or []
+        self.store = store or ProbeStore(kube.core, settings.own_namespace, self.owners)
         self._pdb_version: str | None = None
 
     # ---- reads -------------------------------------------------------------------------------------------------
@@ -102,7 +106,7 @@ class Reconciler:
         job = self._get(self.kube.batch.read_namespaced_job, job_name, ns)
         if job is None:
             image = self.settings.probe_image or self.settings.default_image
-            manifest = probe.job_manifest(name, uid, ns, image, int(self.settings.probe_timeout_seconds))
+            manifest = probe.job_manifest(name, uid, ns, image, int(self.settings.probe_timeout_seconds), self.owners)
             try:
                 self.kube.batch.create_namespaced_job(ns, manifest)  # type: ignore[arg-type]  # the client takes a dict
             except ApiException as e:
@@ -196,17 +200,20 @@ class Reconciler:
         except SpecError as e:
             return self._write_invalid(body, e)
         try:
-            pending = self._probe_unknown(body, spec, nodes)
-            cands = candidate_nodes(spec, nodes, self.store.answers())
-            previous = StickyClass.from_status(body.get("status"))
-            profile = compute_profile(
-                spec,
-                cands,
-                self.settings.mixed_pool_policy,
-                previous,
-                self.clock(),
-                self.settings.class_reselect_seconds,
-            )
+            if spec.on_cpu:  # a CPU endpoint: no GPU class to choose and no node to probe
+                profile = compute_cpu_profile(spec, nodes)
+            else:
+                pending = self._probe_unknown(body, spec, nodes)
+                cands = candidate_nodes(spec, nodes, self.store.answers())
+                previous = StickyClass.from_status(body.get("status"))
+                profile = compute_profile(
+                    spec,
+                    cands,
+                    self.settings.mixed_pool_policy,
+                    previous,
+                    self.clock(),
+                    self.settings.class_reselect_seconds,
+                )
         except SpecError as e:
             error = e
 
@@ -259,11 +266,21 @@ class Reconciler:
         patch = dict(new)
         if "profile" in old and "profile" not in new:
             patch["profile"] = None
+        for key in ("gpuClass", "accelerator"):
+            if "profile" in new and key in old and key not in new:  # a GPU endpoint turned CPU has no gpuClass
+                patch[key] = None
         # a merge patch keeps what it does not mention: remove a nested field the new status no longer has
         for key in ("gpuClass", "profile"):
             if isinstance(old.get(key), dict) and isinstance(new.get(key), dict):
                 patch[key] = {**{k: None for k in old[key] if k not in new[key]}, **new[key]}
-        if profile and (old.get("profile") or {}).get("computeCapability") != profile.computeCapability:
+        if profile and profile.on_cpu and (old.get("profile") or {}).get("placement") != "CPU":
+            self.emit(
+                body,
+                "Normal",
+                "ProfileChosen",
+                f"CPU endpoint: dtype {profile.dtype}, engine {profile.engine}, on {len(profile.nodes)} CPU node(s)",
+            )
+        elif profile and (old.get("profile") or {}).get("computeCapability") != profile.computeCapability:
             self.emit(
                 body,
                 "Normal",

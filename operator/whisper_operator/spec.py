@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
 from .errors import SpecError
 
 IntOrPercent = int | str
+MODELS_DIR = "/models"  # where spec.modelImage's models are copied (an emptyDir, or spec.modelCache mounted there)
 
 
 class _Model(BaseModel):
@@ -22,7 +23,8 @@ class _Model(BaseModel):
 
 
 class GpuSpec(_Model):
-    count: int = Field(1, ge=1, le=16)
+    # 0: a CPU endpoint (no nvidia.com/gpu, the CPU image, float32, kept off GPU nodes)
+    count: int = Field(1, ge=0, le=16)
     product: str | None = None
     min_compute_capability: str | None = None
     mixed_pool_policy: Literal["Pin", "SafestCommon"] | None = None
@@ -62,6 +64,8 @@ class EndpointSpec(_Model):
     replicas: int = Field(1, ge=0)
     image: str | None = None
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    model_image: str | None = None
+    engine: Literal["auto", "vllm", "ctranslate2"] = "auto"
     architectures: list[str] = Field(default_factory=lambda: ["amd64"])
     gpu: GpuSpec = Field(default_factory=lambda: GpuSpec.model_validate({}))
     dtype: Literal["auto", "half", "bfloat16", "float32"] = "auto"
@@ -82,9 +86,29 @@ class EndpointSpec(_Model):
     api_key_secret_ref: SecretRef | None = None
     model_cache: ModelCache | None = None
 
+    @model_validator(mode="after")
+    def _model_image_needs_a_writable_models(self) -> EndpointSpec:
+        cache = self.model_cache
+        if self.model_image and cache and cache.read_only and cache.mount_path.rstrip("/") == MODELS_DIR:
+            raise ValueError(f"modelImage copies into {MODELS_DIR}, which modelCache mounts read-only")
+        return self
+
     @property
     def served_name(self) -> str:
         return self.served_model_name or self.model
+
+    @property
+    def on_cpu(self) -> bool:
+        """A CPU endpoint: its pods request no GPU."""
+        return self.gpu.count == 0
+
+    @property
+    def engine_name(self) -> str:
+        """The server's ENGINE: auto is CTranslate2 int8 on CPU endpoints (faster than vLLM's CPU path there,
+        README's benchmark), vLLM on GPUs."""
+        if self.engine != "auto":
+            return self.engine
+        return "ctranslate2" if self.on_cpu else "vllm"
 
 
 def parse_spec(raw: dict[str, Any] | None) -> EndpointSpec:
@@ -94,5 +118,5 @@ def parse_spec(raw: dict[str, Any] | None) -> EndpointSpec:
         return EndpointSpec.model_validate(raw or {})
     except ValidationError as e:
         first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise SpecError("InvalidSpec", f"spec.{where}: {first['msg']}") from e
+        where = "".join(f".{p}" for p in first["loc"])
+        raise SpecError("InvalidSpec", f"spec{where}: {first['msg']}") from e

@@ -95,24 +95,30 @@ def build_status(
     else:
         assert profile is not None
         probing = f"; NVML probe pending on {', '.join(probe_pending)}" if probe_pending else ""
-        gpu = _cond(
-            "GPUCompatible",
-            True,
-            "ClassDeclared" if profile.placement == "Declared" else "CapabilityResolved",
-            f"compute capability {profile.computeCapability} ({profile.gpuProduct}), "
-            f"placement {profile.placement}: dtype {profile.dtype}, KV cache {profile.kvCacheDtype}, "
-            f"attention {profile.attentionBackend}{probing}",
+        gpu = (
+            _cond("GPUCompatible", True, "NoGPURequested", "gpu.count 0: a CPU endpoint, kept off GPU nodes")
+            if profile.on_cpu
+            else _cond(
+                "GPUCompatible",
+                True,
+                "ClassDeclared" if profile.placement == "Declared" else "CapabilityResolved",
+                f"compute capability {profile.computeCapability} ({profile.gpuProduct}), "
+                f"placement {profile.placement}: dtype {profile.dtype}, KV cache {profile.kvCacheDtype}, "
+                f"attention {profile.attentionBackend}{probing}",
+            )
         )
         failure = deployment_failure(deploy)
         degraded = _cond("Degraded", True, *failure) if failure else _cond("Degraded", False, "AsExpected", "")
         busy, reason, message = rollout(deploy, desired)
         if not profile.nodes and busy and desired > 0:
             # an empty or autoscaled pool: the Pending pods are what asks the autoscaler for a node
-            reason = "WaitingForGPUNodes"
-            message = (
-                f"no schedulable node of compute capability {profile.computeCapability} yet: the pods stay Pending "
-                f"until one joins ({message})"
+            reason = "WaitingForCPUNodes" if profile.on_cpu else "WaitingForGPUNodes"
+            kind = (
+                "CPU node (without nvidia.com/gpu.present)"
+                if profile.on_cpu
+                else (f"node of compute capability {profile.computeCapability}")
             )
+            message = f"no schedulable {kind} yet: the pods stay Pending until one joins ({message})"
         progressing = _cond("Progressing", busy, reason, message)
 
     if desired == 0:
@@ -146,11 +152,14 @@ def build_status(
     }
     if profile is not None:
         status["profile"] = profile.status()
+        status["accelerator"] = profile.accelerator
         if profile.sticky is not None:
             status["gpuClass"] = profile.sticky.status()
     elif old.get("profile") and deploy is not None:
         status["profile"] = old["profile"]  # what the running Deployment was built with
-    if "gpuClass" not in status and old.get("gpuClass") and deploy is not None:
+        if old.get("accelerator"):
+            status["accelerator"] = old["accelerator"]
+    if "gpuClass" not in status and old.get("gpuClass") and deploy is not None and profile is None:
         status["gpuClass"] = old["gpuClass"]
     return status
 
@@ -158,4 +167,8 @@ def build_status(
 def changed(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
     """Whether writing ``new`` would change the stored status (fields the operator owns only)."""
     old = old or {}
-    return any(old.get(k) != v for k, v in new.items()) or ("profile" in old and "profile" not in new)
+    if "profile" in old and "profile" not in new:
+        return True
+    return any(old.get(k) != v for k, v in new.items()) or (
+        "profile" in new and any(k in old and k not in new for k in ("gpuClass", "accelerator"))
+    )

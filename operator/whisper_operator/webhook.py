@@ -15,6 +15,7 @@ from typing import Any
 import kopf
 
 from .config import OperatorSettings
+from .cpu_profile import check_cpu_spec
 from .errors import SpecError
 from .nodes import candidate_nodes
 from .profile import check_spec, choose_pool
@@ -24,6 +25,9 @@ from .spec import parse_spec
 def check(raw_spec: dict[str, Any], nodes: list[dict[str, Any]], settings: OperatorSettings) -> str | None:
     try:
         spec = parse_spec(raw_spec)
+        if spec.on_cpu:
+            check_cpu_spec(spec)
+            return None
         check_spec(spec)
         cands = candidate_nodes(spec, nodes)
         if not cands or any(c.cc is None for c in cands):

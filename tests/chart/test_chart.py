@@ -46,11 +46,12 @@ FULL = {
     },
     "inference": {
         "image": {"repository": "registry.example.com/kw/inference", "tag": "0.1.0-cuda"},
+        "cpuImage": {"repository": "registry.example.com/kw/inference", "digest": "sha256:" + "b" * 64},
         "startupProbeSeconds": 900,
         "terminationGracePeriodSeconds": 30,
     },
     "serviceAccount": {"name": "kw-operator", "annotations": {"iam": "role"}},
-    "webhook": {"enabled": True, "port": 8443, "tlsSecretName": "kw-webhook-tls"},
+    "webhook": {"enabled": True, "port": 8443, "tlsSecretName": "kw-webhook-tls", "failurePolicy": "Ignore"},
     "networkPolicy": {"enabled": True, "apiServerPorts": [443]},
     "serviceMonitor": {"enabled": True, "interval": "15s", "labels": {"release": "prom"}},
     "endpoints": [
@@ -151,11 +152,15 @@ def test_default_render_golden(helm):
             ("RoleBinding", "kw-kubewhisper-operator-leader"),
             ("Role", "kw-kubewhisper-operator-probe"),
             ("RoleBinding", "kw-kubewhisper-operator-probe"),
+            ("Role", "kw-kubewhisper-operator-owner"),
+            ("RoleBinding", "kw-kubewhisper-operator-owner"),
             ("ClusterRole", "kw-kubewhisper-edit"),
             ("ClusterRole", "kw-kubewhisper-view"),
             ("Deployment", "kw-kubewhisper-operator"),
+            ("Service", "kw-kubewhisper-operator"),
+            ("Pod", "kw-kubewhisper-test-operator"),
         ]
-    )  # no test pod without an endpoint, no webhook, ServiceMonitor or NetworkPolicy by default
+    )  # no transcription test pod without an endpoint, no webhook, ServiceMonitor or NetworkPolicy by default
     dep = find(docs, "Deployment")
     spec = dep["spec"]
     assert dep["metadata"]["namespace"] == "kubewhisper"
@@ -182,10 +187,18 @@ def test_default_render_golden(helm):
     assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
     # the liveness probe calls the endpoint kopf serves (--liveness=...)
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    # Ready once kopf serves /healthz, i.e. after the operator's startup handler (client, Lease, webhook server)
+    assert c["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert c["ports"] == [{"name": "health", "containerPort": 8081, "protocol": "TCP"}]
     assert "--liveness=http://0.0.0.0:8081/healthz" in c["command"]
     env = {e["name"]: e.get("value", e.get("valueFrom")) for e in c["env"]}
     assert env["KUBEWHISPER_DEFAULT_IMAGE"] == "ghcr.io/kubewhisper/kubewhisper-inference:0.1.0"
+    assert env["KUBEWHISPER_DEFAULT_CPU_IMAGE"] == "ghcr.io/kubewhisper/kubewhisper-inference:0.1.0-cpu"
+    # the owner of the Lease, the probe ConfigMap and probe Jobs: helm uninstall takes them along
+    assert env["KUBEWHISPER_OWNER_DEPLOYMENT"] == dep["metadata"]["name"]
+    svc = find(docs, "Service", "kw-kubewhisper-operator")
+    assert svc["spec"]["ports"] == [{"name": "health", "port": 8081, "targetPort": "health", "protocol": "TCP"}]
+    assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
     assert env["KUBEWHISPER_LEASE_NAME"] == "kw-kubewhisper-operator"
     assert env["KUBEWHISPER_LEASE_NAMESPACE"] == "kubewhisper" and env["KUBEWHISPER_PROBE_NAMESPACE"] == "kubewhisper"
     assert env["KUBEWHISPER_IDENTITY"] == {"fieldRef": {"fieldPath": "metadata.name"}}
@@ -216,6 +229,7 @@ def test_full_render_golden(helm):
     assert "--liveness=http://0.0.0.0:9000/healthz" in c["command"]
     env = {e["name"]: e.get("value") for e in c["env"]}
     assert env["KUBEWHISPER_DEFAULT_IMAGE"] == "registry.example.com/kw/inference:0.1.0-cuda"
+    assert env["KUBEWHISPER_DEFAULT_CPU_IMAGE"] == "registry.example.com/kw/inference@sha256:" + "b" * 64
     assert env["KUBEWHISPER_WEBHOOK_HOST"] == "whisper-op-webhook.kubewhisper.svc"
     assert env["KUBEWHISPER_WEBHOOK_PORT"] == "8443"
     assert pod["securityContext"]["runAsUser"] == 2000 and pod["serviceAccountName"] == "kw-operator"
@@ -236,7 +250,7 @@ def test_full_render_golden(helm):
     assert eps["whisper-h100"]["spec"]["gpu"] == {"count": 1, "product": "H100"}
     for d in docs:
         assert d["metadata"]["labels"]["team"] == "speech"
-    test_pod = find(docs, "Pod")
+    test_pod = find(docs, "Pod", "whisper-op-test-transcription")
     assert test_pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
     tenv = {e["name"]: e for e in test_pod["spec"]["containers"][0]["env"]}
     # the first endpoint, its namespace and its service port
@@ -291,7 +305,10 @@ def test_rbac_is_exactly_what_the_operator_uses(helm):
         ("coordination.k8s.io", "leases", "get", ("kw-kubewhisper-operator",)),
         ("coordination.k8s.io", "leases", "update", ("kw-kubewhisper-operator",)),
     }
-    everything = cluster | namespaced | leader | probe
+    owner = _rules(find(docs, "Role", "kw-kubewhisper-operator-owner"))
+    # its own Deployment's uid, for the ownerReferences of the Lease, the probe ConfigMap and probe Jobs
+    assert owner == {("apps", "deployments", "get", ("kw-kubewhisper-operator",))}
+    everything = cluster | namespaced | leader | probe | owner
     assert not any("*" in (g, r, v) for g, r, v, _ in everything)
     assert not any(r in ("secrets", "pods/exec", "pods/attach") for _, r, _, _ in everything)
     assert not any(r == "configmaps" and v != "create" and not names for _, r, v, names in everything)
@@ -344,7 +361,9 @@ def test_rbac_follows_watch_namespaces_and_webhook(helm):
         "path": "/validate-endpoint",
         "port": 8443,
     }
-    assert hook["rules"][0]["operations"] == ["CREATE", "UPDATE"] and hook["failurePolicy"] == "Fail"
+    assert hook["rules"][0]["operations"] == ["CREATE", "UPDATE"] and hook["failurePolicy"] == "Ignore"
+    # a Secret of the user's: the chart generates none
+    assert not [d for d in docs if d["kind"] == "Secret"]
     no_leader = helm.render({"operator": {"leaderElection": {"enabled": False}}, "rbac": {"create": True}})
     assert not [
         d for d in no_leader if d["kind"] in ("Role", "RoleBinding") and d["metadata"]["name"].endswith("-leader")
@@ -372,7 +391,7 @@ def test_rbac_follows_watch_namespaces_and_webhook(helm):
         ({"endpoints": [{"name": "x"}]}, "endpoints.0: spec is required"),
         ({"endpoints": [{"name": "x", "spec": {"model": ""}}]}, "endpoints.0.spec.model: String length must be"),
         ({"serviceMonitor": {"interval": "often"}}, "serviceMonitor.interval: Does not match pattern"),
-        ({"webhook": {"enabled": True}}, "webhook.tlsSecretName is required when webhook.enabled is true"),
+        ({"webhook": {"failurePolicy": "Sometimes"}}, "webhook.failurePolicy must be one of the following"),
         ({"serviceMonitor": {"enabled": True}}, "no monitoring.coreos.com/v1 ServiceMonitor API"),
         ({"serviceAccount": {"create": False}}, "serviceAccount.name is required when serviceAccount.create is false"),
     ],
@@ -404,11 +423,60 @@ def test_chart_command_is_the_operator_image_entrypoint(helm):
 
 
 def test_test_pod_only_with_an_endpoint(helm):
-    assert not [d for d in helm.render({}) if d["kind"] == "Pod"]
-    pod = find(helm.render({"tests": {"endpoint": "whisper", "namespace": "speech"}}), "Pod")
+    assert [d["metadata"]["name"] for d in helm.render({}) if d["kind"] == "Pod"] == ["kw-kubewhisper-test-operator"]
+    pod = find(
+        helm.render({"tests": {"endpoint": "whisper", "namespace": "speech"}}),
+        "Pod",
+        "kw-kubewhisper-test-transcription",
+    )
     (c,) = pod["spec"]["containers"]
     assert c["command"] == ["python3", "-c"] and "urllib.request" in c["args"][0]
     assert {"name": "TRANSCRIBE_URL", "value": "http://whisper.speech.svc.cluster.local/v1/audio/transcriptions"} in c[
         "env"
     ]
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_operator_test_pod_reads_healthz_through_the_service_and_wants_the_lease(helm):
+    docs = helm.render({})
+    pod = find(docs, "Pod", "kw-kubewhisper-test-operator")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    (c,) = pod["spec"]["containers"]
+    assert c["image"] == find(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"]
+    env = {e["name"]: e["value"] for e in c["env"]}
+    assert env["HEALTHZ_URL"] == "http://kw-kubewhisper-operator.kubewhisper.svc.cluster.local:8081/healthz"
+    assert env["WANT_LEADER"] == "1" and "leader" in c["args"][0]
+    assert c["resources"]["limits"] == {"cpu": "200m", "memory": "64Mi"}
+    no_leader = find(helm.render({"operator": {"leaderElection": {"enabled": False}}}), "Pod")
+    assert {"name": "WANT_LEADER", "value": "0"} in no_leader["spec"]["containers"][0]["env"]
+    # no operator pod in the cluster (it runs elsewhere): nothing to test there
+    assert not [d for d in helm.render({"operator": {"replicas": 0}}) if d["kind"] == "Pod"]
+
+
+def test_webhook_without_a_secret_gets_a_generated_ca_and_serving_cert(helm, tmp_path):
+    """No tlsSecretName: a CA and a certificate for the webhook Service's names, the caBundle from that CA."""
+    import base64
+    import subprocess
+
+    docs = helm.render({"webhook": {"enabled": True}})
+    secret = find(docs, "Secret", "kw-kubewhisper-webhook-tls")
+    assert secret["type"] == "kubernetes.io/tls"
+    files = {}
+    for key in ("ca.crt", "tls.crt", "tls.key"):
+        files[key] = tmp_path / key
+        files[key].write_bytes(base64.b64decode(secret["data"][key]))
+    (hook,) = find(docs, "ValidatingWebhookConfiguration")["webhooks"]
+    assert hook["clientConfig"]["caBundle"] == secret["data"]["ca.crt"] and hook["failurePolicy"] == "Fail"
+    verify = subprocess.run(
+        ["openssl", "verify", "-CAfile", str(files["ca.crt"]), str(files["tls.crt"])], capture_output=True, text=True
+    )
+    assert verify.returncode == 0, verify.stderr
+    san = subprocess.run(
+        ["openssl", "x509", "-in", str(files["tls.crt"]), "-noout", "-ext", "subjectAltName"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "DNS:kw-kubewhisper-webhook.kubewhisper.svc" in san
+    pod = find(docs, "Deployment")["spec"]["template"]["spec"]
+    assert {"name": "webhook-tls", "secret": {"secretName": "kw-kubewhisper-webhook-tls"}} in pod["volumes"]

@@ -223,7 +223,50 @@ def test_operator_runs_under_the_charts_identity(cluster, release, namespace, tm
     """The rendered operator container (command + env), run here as the chart's ServiceAccount, reconciles two
     endpoints (T4 -> half, H100 -> bfloat16), holds its Lease and answers liveness: RBAC suffices, end to end."""
     dep = find(release["manifest"], "Deployment")
-    c = dep["spec"]["template"]["spec"]["containers"][0]
+    proc, port, log_path = start_chart_operator(cluster, release, tmp_path)
+    try:
+        wait_for(lambda: _ok(f"http://127.0.0.1:{port}/healthz"), 60, what="kopf liveness")
+        for f in ("endpoint-t4.yaml", "endpoint-h100.yaml"):
+            cluster.kubectl("apply", "-n", namespace, "-f", str(ROOT / "operator/examples" / f))
+        for name, dtype in (("whisper-t4", "half"), ("whisper-h100", "bfloat16")):
+            we = wait_for(lambda n=name: _profiled(cluster, namespace, n), 60, what=f"{name} profile")
+            assert we["status"]["profile"]["dtype"] == dtype, we["status"]
+            d = wait_for(lambda n=name: get(cluster, "deployment", n, "-n", namespace), 30, what=f"Deployment {name}")
+            assert d["metadata"]["ownerReferences"][0]["name"] == name
+            assert get(cluster, "service", name, "-n", namespace)
+        lease = get(cluster, "lease", release["lease"], "-n", release["namespace"])
+        assert lease["spec"]["holderIdentity"] == "pytest-operator"
+        # owned by the operator's Deployment (read with the chart's owner Role): helm uninstall takes it along
+        owner = get(cluster, "deployment", dep["metadata"]["name"], "-n", release["namespace"])
+        assert lease["metadata"]["ownerReferences"] == [
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": owner["metadata"]["name"],
+                "uid": owner["metadata"]["uid"],
+            }
+        ]
+        # the chart's `helm test` script, run here against the real operator's /healthz: it answers and leads
+        script = (CHART / "files/operator-test.py").read_text()
+        run = subprocess.run(
+            [sys.executable, "-c", script],
+            env={**os.environ, "HEALTHZ_URL": f"http://127.0.0.1:{port}/healthz", "WANT_LEADER": "1", "TIMEOUT": "30"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert run.returncode == 0 and "PASS" in run.stdout, run.stdout + run.stderr
+        assert proc.poll() is None
+    finally:
+        stop(proc)
+    text = log_path.read_text(errors="replace")
+    assert "Forbidden" not in text and " 403" not in text, text[-4000:]
+
+
+def start_chart_operator(cluster, release, tmp_path):
+    """The rendered operator container (command + env) as a local process, authenticated as the chart's
+    ServiceAccount (no kubelet here to run its pod)."""
+    c = find(release["manifest"], "Deployment")["spec"]["template"]["spec"]["containers"][0]
     port = free_port()
     cmd = [
         str(Path(sys.executable).parent / "kopf")
@@ -239,37 +282,51 @@ def test_operator_runs_under_the_charts_identity(cluster, release, namespace, tm
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             cmd,
-            env={
-                **os.environ,
-                **env,
-                "KUBECONFIG": str(kubeconfig),
-            },
+            env={**os.environ, **env, "KUBECONFIG": str(kubeconfig)},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+    return proc, port, log_path
+
+
+def stop(proc):
+    proc.send_signal(signal.SIGTERM)
     try:
-        wait_for(lambda: _ok(f"http://127.0.0.1:{port}/healthz"), 60, what="kopf liveness")
-        for f in ("endpoint-t4.yaml", "endpoint-h100.yaml"):
-            cluster.kubectl("apply", "-n", namespace, "-f", str(ROOT / "operator/examples" / f))
-        for name, dtype in (("whisper-t4", "half"), ("whisper-h100", "bfloat16")):
-            we = wait_for(lambda n=name: _profiled(cluster, namespace, n), 60, what=f"{name} profile")
-            assert we["status"]["profile"]["dtype"] == dtype, we["status"]
-            d = wait_for(lambda n=name: get(cluster, "deployment", n, "-n", namespace), 30, what=f"Deployment {name}")
-            assert d["metadata"]["ownerReferences"][0]["name"] == name
-            assert get(cluster, "service", name, "-n", namespace)
-        lease = get(cluster, "lease", release["lease"], "-n", release["namespace"])
-        assert lease["spec"]["holderIdentity"] == "pytest-operator"
-        assert proc.poll() is None
-    finally:
-        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def test_uninstall_leaves_nothing_the_operator_created(cluster, tmp_path):
+    """The Lease the operator creates at run time is owned by its Deployment: after helm uninstall the garbage
+    collector deletes it (before the owner, it would stay behind)."""
+    ns = f"kw-{uuid.uuid4().hex[:6]}"
+    cluster.kubectl("create", "namespace", ns)
+    try:
+        install(cluster, "gone", ns, {"operator": {"replicas": 0}}, "--wait", "--timeout", "60s")
+        manifest = [d for d in yaml.safe_load_all(cluster.helm("get", "manifest", "gone", "-n", ns).stdout) if d]
+        release = {"namespace": ns, "sa": "gone-kubewhisper", "manifest": manifest}
+        proc, port, _ = start_chart_operator(cluster, release, tmp_path)
         try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    text = log_path.read_text(errors="replace")
-    assert "Forbidden" not in text and " 403" not in text, text[-4000:]
+            lease = wait_for(lambda: get(cluster, "lease", "gone-kubewhisper-operator", "-n", ns), 60, what="Lease")
+        finally:
+            stop(proc)
+        assert lease["metadata"]["ownerReferences"][0]["name"] == "gone-kubewhisper-operator"
+        cluster.helm("uninstall", "gone", "-n", ns, "--wait", "--timeout", "60s")
+        wait_for(lambda: get(cluster, "lease", "gone-kubewhisper-operator", "-n", ns) is None, 60, what="Lease GC")
+        left = get(cluster, "all,leases,configmaps,secrets,roles,rolebindings,serviceaccounts", "-n", ns)
+        names = [
+            f"{i['kind']}/{i['metadata']['name']}"
+            for i in left["items"]
+            # what Kubernetes itself puts in every namespace
+            if i["metadata"]["name"] not in ("default", "kube-root-ca.crt")
+            and not i["metadata"]["name"].startswith("default-token-")
+        ]
+        assert names == [], f"left behind by the release: {names}"
+    finally:
+        cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
 def _ok(url):

@@ -102,7 +102,14 @@ def fake_node(name: str, pool: str, labels: dict[str, str], gpus: int = 8, taint
         "kind": "Node",
         "metadata": {
             "name": name,
-            "labels": {"kubernetes.io/hostname": name, "kubernetes.io/arch": "amd64", "pool": pool, **labels},
+            # nvidia.com/gpu.present: what GPU Feature Discovery puts on every GPU node (CPU endpoints avoid it)
+            "labels": {
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/arch": "amd64",
+                "pool": pool,
+                "nvidia.com/gpu.present": "true",
+                **labels,
+            },
         },
         "spec": {"taints": taints or []},
         "status": {

@@ -50,7 +50,7 @@ def test_names_subresources_columns():
     assert VERSION["name"] == "v1alpha1" and "status" in VERSION["subresources"]
     assert VERSION["subresources"]["scale"]["specReplicasPath"] == ".spec.replicas"
     cols = [c["name"] for c in VERSION["additionalPrinterColumns"]]
-    assert cols == ["Model", "Ready", "DType", "GPU", "URL", "Age"]
+    assert cols == ["Model", "Ready", "DType", "Accelerator", "URL", "Age"]
 
 
 @pytest.mark.parametrize("sample", sorted((ROOT / "operator/examples").glob("endpoint-*.yaml")), ids=lambda p: p.name)

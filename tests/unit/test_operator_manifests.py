@@ -74,7 +74,8 @@ def test_deployment_env_resources_probes_security():
         pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
     )
     assert pod["terminationGracePeriodSeconds"] == S.termination_grace_seconds
-    assert {v["name"] for v in pod["volumes"]} == {"dshm", "model-cache", "api-key"}
+    # the claim is at /models: no emptyDir there; tmp and the cache dir are volumes on the read-only root
+    assert {v["name"] for v in pod["volumes"]} == {"dshm", "tmp", "cache", "model-cache", "api-key"}
     assert d["metadata"]["ownerReferences"][0] == {
         "apiVersion": "kubewhisper.dev/v1alpha1",
         "kind": "WhisperEndpoint",

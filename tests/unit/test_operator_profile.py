@@ -71,6 +71,7 @@ def test_catalog(product, cc):
 def test_turing_gets_half_fp16_triton():
     p = profile({"nodeSelector": {"pool": "t4"}}, [T4, H100, CPU])
     assert p.env() == {
+        "ENGINE": "vllm",
         "DTYPE": "half",
         "VLLM_KV_CACHE_DTYPE": "fp16",
         "VLLM_ATTENTION_BACKEND": "TRITON_ATTN",

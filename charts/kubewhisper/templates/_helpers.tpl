@@ -61,6 +61,21 @@ app.kubernetes.io/part-of: kubewhisper
 {{- include "kubewhisper.image" (list .Values.inference.image .) -}}
 {{- end -}}
 
+{{/* The CPU inference image: like the others, but an empty tag is "<appVersion>-cpu". */}}
+{{- define "kubewhisper.cpuInferenceImage" -}}
+{{- $img := .Values.inference.cpuImage -}}
+{{- if $img.digest -}}
+{{- printf "%s@%s" $img.repository $img.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $img.repository (default (printf "%s-cpu" .Chart.AppVersion) $img.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The webhook's TLS Secret: the user's, else the one the chart generates. */}}
+{{- define "kubewhisper.webhookSecretName" -}}
+{{- .Values.webhook.tlsSecretName | default (printf "%s-webhook-tls" (include "kubewhisper.fullname" .)) -}}
+{{- end -}}
+
 {{/* The Lease name the operator elects its leader with (one per release). */}}
 {{- define "kubewhisper.leaseName" -}}
 {{- printf "%s-operator" (include "kubewhisper.fullname" .) | trunc 63 | trimSuffix "-" -}}

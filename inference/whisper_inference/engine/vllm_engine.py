@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..config import Settings
+from ..cpu import affinity_cores, usable_cores, vllm_thread_env
 from ..gpu import GpuInfo, choose_dtype, choose_kv_cache_dtype
 from ..languages import all_codes
 from .text import EngineDead, EngineError, EngineText
@@ -112,6 +113,11 @@ class WhisperEngine(EngineText):
 
         if self.profile.device == "cpu":
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; plenty for Whisper's 448 tokens
+            threads = self.settings.cpu_threads or usable_cores()
+            sized = vllm_thread_env(threads, affinity_cores(), os.environ)
+            if sized:
+                log.info("vLLM CPU threads: %s (the container's CPU limit or CPU_THREADS)", sized)
+            os.environ.update(sized)
         if not self.settings.use_flashinfer:
             os.environ["VLLM_USE_FLASHINFER_SAMPLER"] = "0"
         self._tokenizer = AutoTokenizer.from_pretrained(self.settings.model_id)
