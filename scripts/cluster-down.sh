@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Stop the local control plane started by cluster-up.sh, by the PIDs it recorded (same env as cluster-up.sh).
-# --purge also deletes its state (etcd data, certificates, kubeconfig).
+# Stop the local cluster started by cluster-up.sh, by the PIDs it recorded (same env as cluster-up.sh): first the real
+# node (scripts/node-down.sh: containers, kubelet, kube-proxy, containerd, DNS, and the host changes undone), then
+# the control plane. --purge also deletes its state (etcd data, certificates, kubeconfig, the node's image store).
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 D=${KUBEWHISPER_CLUSTER_DIR:-$CACHE/cluster}
+"$ROOT/scripts/node-down.sh" "$@" || log "node-down.sh failed (see above); stopping the control plane anyway"
 for p in scheduler controller-manager apiserver etcd; do
   f=$D/$p.pid
   [ -f "$f" ] || continue
