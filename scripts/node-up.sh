@@ -211,7 +211,7 @@ started = sys.argv[1]
 for c in json.load(sys.stdin)["status"].get("conditions", []):
     if c["type"] == "Ready":
         sys.exit(0 if c["status"] == "True" and c["lastHeartbeatTime"] >= started else 1)
-sys.exit(1)' "$1"
+sys.exit(1)' "$1" 2>/dev/null
 }
 for _ in $(seq 1 600); do
   node_ready "$since" && curl -sf "http://127.0.0.1:$((NODE_PORT + 2))/healthz" >/dev/null 2>&1 &&
