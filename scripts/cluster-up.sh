@@ -19,7 +19,7 @@ ETCD_PORT=${KUBEWHISPER_ETCD_PORT:-12379}
 NODE=${KUBEWHISPER_NODE:-1}
 case $NODE in 0|1) ;; *) log "KUBEWHISPER_NODE must be 0 or 1, not '$NODE'"; exit 2;; esac
 mkdir -p "$D/logs"
-exec 7>"$D/.lock"; flock 7
+exec 7>"$D/.lock"; flock 7   # the daemons below are started with 7>&- so that they do not hold it
 KUBECONFIG_PATH=$D/kubeconfig
 SERVICE_CIDR=10.0.0.0/24
 SERVICE_IP=10.0.0.1   # the kubernetes Service: the first address of the service CIDR
@@ -89,7 +89,7 @@ setsid "$BIN/etcd" --name default --data-dir "$D/etcd-data" \
   --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
   --listen-peer-urls "http://127.0.0.1:$((ETCD_PORT + 1))" --initial-advertise-peer-urls "http://127.0.0.1:$((ETCD_PORT + 1))" \
   --initial-cluster "default=http://127.0.0.1:$((ETCD_PORT + 1))" --unsafe-no-fsync=true \
-  > "$D/logs/etcd.log" 2>&1 < /dev/null &
+  > "$D/logs/etcd.log" 2>&1 < /dev/null 7>&- &
 echo $! > "$D/etcd.pid"
 if [ "$NODE" = 1 ]; then
   # pods reach the API server at the host's IP: the lease reconciler gives the kubernetes Service that endpoint
@@ -105,7 +105,7 @@ setsid "$BIN/kube-apiserver" --etcd-servers="http://127.0.0.1:$ETCD_PORT" "${NET
   --service-account-key-file="$D/sa.pub" --service-account-signing-key-file="$D/sa.key" \
   --service-account-issuer=https://kubernetes.default.svc --api-audiences=https://kubernetes.default.svc \
   --allow-privileged=true --profiling=false \
-  --disable-admission-plugins=TaintNodesByCondition > "$D/logs/apiserver.log" 2>&1 < /dev/null &
+  --disable-admission-plugins=TaintNodesByCondition > "$D/logs/apiserver.log" 2>&1 < /dev/null 7>&- &
 echo $! > "$D/apiserver.pid"
 for _ in $(seq 1 300); do ready /readyz && break; alive apiserver || { tail -20 "$D/logs/apiserver.log" >&2; exit 1; }; sleep 0.2; done
 ready /readyz || { log "kube-apiserver did not become ready"; tail -20 "$D/logs/apiserver.log" >&2; exit 1; }
@@ -114,11 +114,11 @@ setsid "$BIN/kube-controller-manager" --kubeconfig="$KUBECONFIG_PATH" --authenti
   --authorization-kubeconfig="$KUBECONFIG_PATH" --bind-address=127.0.0.1 --port=0 --secure-port=$((API_PORT + 1)) \
   --leader-elect=false --use-service-account-credentials=false --service-account-private-key-file="$D/sa.key" \
   --root-ca-file="$D/apiserver.crt" --controllers='*,-nodelifecycle' \
-  > "$D/logs/controller-manager.log" 2>&1 < /dev/null &
+  > "$D/logs/controller-manager.log" 2>&1 < /dev/null 7>&- &
 echo $! > "$D/controller-manager.pid"
 setsid "$BIN/kube-scheduler" --kubeconfig="$KUBECONFIG_PATH" --authentication-kubeconfig="$KUBECONFIG_PATH" \
   --authorization-kubeconfig="$KUBECONFIG_PATH" --bind-address=127.0.0.1 --port=0 --secure-port=$((API_PORT + 2)) \
-  --leader-elect=false > "$D/logs/scheduler.log" 2>&1 < /dev/null &
+  --leader-elect=false > "$D/logs/scheduler.log" 2>&1 < /dev/null 7>&- &
 echo $! > "$D/scheduler.pid"
 
 # the CRD (no kubectl needed: the API server takes YAML)

@@ -132,7 +132,7 @@ state = "$C/state"
     conf_dir = "$N/cni/net.d"
 T
 if ! alive containerd; then
-  setsid containerd --config "$C/config.toml" > "$N/logs/containerd.log" 2>&1 < /dev/null &
+  setsid containerd --config "$C/config.toml" > "$N/logs/containerd.log" 2>&1 < /dev/null 7>&- &
   echo $! > "$N/containerd.pid"
 fi
 CTR=(ctr --address "$SOCK" -n k8s.io)
@@ -166,7 +166,7 @@ cut -d, -f1 "$D/tokens.csv" > "$N/dns.token"; chmod 600 "$N/dns.token"
 if ! alive dns; then
   setsid python3 "$ROOT/scripts/cluster_dns.py" serve --listen "$HOST_IP" --port 53 \
     --server "https://127.0.0.1:$API_PORT" --cacert "$D/apiserver.crt" --token-file "$N/dns.token" \
-    > "$N/logs/dns.log" 2>&1 < /dev/null &
+    > "$N/logs/dns.log" 2>&1 < /dev/null 7>&- &
   echo $! > "$N/dns.pid"
 fi
 
@@ -186,7 +186,7 @@ if ! alive kubelet; then
     --cluster-dns="$HOST_IP" --cluster-domain=cluster.local \
     --eviction-hard='memory.available<100Mi,nodefs.available<2%,imagefs.available<2%' \
     --image-gc-high-threshold=100 --image-gc-low-threshold=99 --serialize-image-pulls=false --v=2 \
-    > "$N/logs/kubelet.log" 2>&1 < /dev/null &
+    > "$N/logs/kubelet.log" 2>&1 < /dev/null 7>&- &
   echo $! > "$N/kubelet.pid"
 fi
 
@@ -196,7 +196,7 @@ if ! alive kube-proxy; then
     --cluster-cidr="$POD_CIDR" --bind-address="$HOST_IP" --healthz-bind-address="127.0.0.1:$((NODE_PORT + 2))" \
     --metrics-bind-address="127.0.0.1:$((NODE_PORT + 3))" --conntrack-max-per-core=0 \
     --conntrack-tcp-timeout-established=0 --conntrack-tcp-timeout-close-wait=0 --v=2 \
-    > "$N/logs/kube-proxy.log" 2>&1 < /dev/null &
+    > "$N/logs/kube-proxy.log" 2>&1 < /dev/null 7>&- &
   echo $! > "$N/kube-proxy.pid"
 fi
 
