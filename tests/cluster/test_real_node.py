@@ -114,6 +114,18 @@ def test_node_is_ready_with_the_hosts_address(node_cluster):
     assert node.status.node_info.container_runtime_version.startswith("containerd://")
 
 
+def test_cluster_up_again_reuses_the_running_cluster(node_cluster):
+    d = node_cluster["dir"]
+    pids = {p.name: p.read_text() for p in [*d.glob("*.pid"), *d.glob("node/*.pid")]}
+    # before the daemons stopped inheriting the state dir's lock, this second call waited for it forever
+    out = subprocess.run(
+        [str(ROOT / "scripts/cluster-up.sh")], env=node_cluster["env"], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == f"KUBECONFIG={d}/kubeconfig"
+    assert {p.name: p.read_text() for p in [*d.glob("*.pid"), *d.glob("node/*.pid")]} == pids
+
+
 def test_kubernetes_service_has_the_api_servers_endpoint(node_cluster):
     ep = node_cluster["core"].read_namespaced_endpoints("kubernetes", "default")
     port = int(node_cluster["env"]["KUBEWHISPER_APISERVER_PORT"])
