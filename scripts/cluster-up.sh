@@ -63,6 +63,11 @@ if [ ! -f "$D/apiserver.crt" ]; then
     -addext "subjectAltName=$SANS" -keyout "$D/apiserver.key" -out "$D/apiserver.crt" 2>/dev/null
   echo "$SANS" > "$D/apiserver.sans"
 fi
+# the API server's client certificate for kubelets (logs, exec, port-forward): the node's kubelet accepts only it
+if [ ! -f "$D/kubelet-client.crt" ]; then
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/O=system:masters/CN=kube-apiserver-kubelet-client" \
+    -addext "extendedKeyUsage=clientAuth" -keyout "$D/kubelet-client.key" -out "$D/kubelet-client.crt" 2>/dev/null
+fi
 if [ ! -f "$D/sa.key" ]; then
   openssl genrsa -out "$D/sa.key" 2048 2>/dev/null
   openssl rsa -in "$D/sa.key" -pubout -out "$D/sa.pub" 2>/dev/null
@@ -100,6 +105,7 @@ fi
 echo "node=$NODE" > "$D/mode"
 setsid "$BIN/kube-apiserver" --etcd-servers="http://127.0.0.1:$ETCD_PORT" "${NET[@]}" \
   --secure-port="$API_PORT" --insecure-port=0 --kubelet-preferred-address-types=InternalIP,Hostname \
+  --kubelet-client-certificate="$D/kubelet-client.crt" --kubelet-client-key="$D/kubelet-client.key" \
   --tls-cert-file="$D/apiserver.crt" --tls-private-key-file="$D/apiserver.key" --client-ca-file="$D/apiserver.crt" \
   --token-auth-file="$D/tokens.csv" --authorization-mode=RBAC --service-cluster-ip-range=$SERVICE_CIDR \
   --service-account-key-file="$D/sa.pub" --service-account-signing-key-file="$D/sa.key" \

@@ -170,7 +170,9 @@ if ! alive dns; then
   echo $! > "$N/dns.pid"
 fi
 
-# --- kubelet: registers with the admin kubeconfig (RBAC; no Node authorizer in this local cluster) -----------------
+# --- kubelet: registers with the admin kubeconfig (RBAC; no Node authorizer in this local cluster). Its API, on the
+#     host's IP, takes only the API server's client certificate (no anonymous access) and asks the API server whether
+#     a request is allowed (Webhook). -----------------------------------------------------------------------------
 # --node-status-update-frequency=2s: kubelet's first status says NotReady (runtime not checked yet); the next one says
 # Ready, 2 s later instead of the default 10 s.
 since=1970-01-01T00:00:00Z   # a kubelet that already runs: its Ready status is current
@@ -183,6 +185,7 @@ if ! alive kubelet; then
     --root-dir="$N/kubelet" --cert-dir="$N/kubelet/pki" --volume-plugin-dir="$N/kubelet/plugins-exec" \
     --seccomp-profile-root="$N/kubelet/seccomp" --containerd="$SOCK" --node-status-update-frequency=2s \
     --port="$NODE_PORT" --healthz-port=$((NODE_PORT + 1)) --read-only-port=0 --address="$HOST_IP" \
+    --anonymous-auth=false --client-ca-file="$D/kubelet-client.crt" --authorization-mode=Webhook \
     --cluster-dns="$HOST_IP" --cluster-domain=cluster.local \
     --eviction-hard='memory.available<100Mi,nodefs.available<2%,imagefs.available<2%' \
     --image-gc-high-threshold=100 --image-gc-low-threshold=99 --serialize-image-pulls=false --v=2 \

@@ -114,6 +114,12 @@ def test_node_is_ready_with_the_hosts_address(node_cluster):
     assert node.status.node_info.container_runtime_version.startswith("containerd://")
 
 
+def test_kubelet_api_refuses_anonymous_requests(node_cluster):
+    url = f"https://{_host_ip()}:{node_cluster['env']['KUBEWHISPER_NODE_PORT']}/pods"
+    out = subprocess.run(["curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", url], capture_output=True, text=True)
+    assert out.stdout == "401"  # the API server's client certificate is the way in (logs and exec: tested below)
+
+
 def test_cluster_up_again_reuses_the_running_cluster(node_cluster):
     d = node_cluster["dir"]
     pids = {p.name: p.read_text() for p in [*d.glob("*.pid"), *d.glob("node/*.pid")]}
