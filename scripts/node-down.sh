@@ -14,21 +14,24 @@ BRIDGE=kubewhisper0
 MARK=/run/kubewhisper-node
 [ -d "$N" ] || exit 0
 alive() { [ -f "$N/$1.pid" ] && kill -0 "$(cat "$N/$1.pid")" 2>/dev/null; }
-stop() {  # stop NAME: SIGTERM by PID, up to 10 s, then SIGKILL
-  local pid; [ -f "$N/$1.pid" ] || return 0; pid=$(cat "$N/$1.pid")
-  if kill "$pid" 2>/dev/null; then
-    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null && sleep 0.1
-    log "stopped $1 ($pid)"
-  fi
-  rm -f "$N/$1.pid"
+stop() {  # stop NAME...: SIGTERM to all by PID at once, wait up to 10 s for all, then SIGKILL
+  local n pid running pids=()
+  for n in "$@"; do
+    [ -f "$N/$n.pid" ] || continue
+    pid=$(cat "$N/$n.pid"); rm -f "$N/$n.pid"
+    kill "$pid" 2>/dev/null && pids+=("$pid") && log "stopping $n ($pid)"
+  done
+  for _ in $(seq 1 100); do
+    running=0; for pid in ${pids[@]+"${pids[@]}"}; do kill -0 "$pid" 2>/dev/null && running=1; done
+    [ $running = 0 ] && return 0; sleep 0.1
+  done
+  for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null; done
 }
 owner=0
 if [ "$(cat "$MARK" 2>/dev/null)" = "$D" ] || { [ ! -f "$MARK" ] && [ -f "$N/baseline.sysctl" ]; }; then owner=1; fi
 
 # 1. kube-proxy and kubelet first, so nothing re-creates what is torn down below
-stop kube-proxy
-stop kubelet
+stop kube-proxy kubelet
 # 2. the pods' containers, through our own containerd (Debian 12 has no crictl)
 if alive containerd; then
   CTR=(ctr --address "$SOCK" -n k8s.io)
@@ -39,14 +42,13 @@ if alive containerd; then
   done
   for c in $("${CTR[@]}" containers ls -q 2>/dev/null); do "${CTR[@]}" containers delete "$c" >/dev/null 2>&1; done
 fi
-stop containerd
+stop containerd dns
 # shims outlive containerd on purpose; ours carry our socket path on their command line
 for p in /proc/[0-9]*; do
   if tr '\0' ' ' < "$p/cmdline" 2>/dev/null | grep -qF -- "-address $SOCK "; then
     kill -9 "${p#/proc/}" 2>/dev/null && log "stopped shim ${p#/proc/}"
   fi
 done
-stop dns
 # 3. mounts under the node's state dir (netns, pod volumes, overlay rootfs, kubelet's bind of its root dir), deepest
 #    first, a few passes because unmounting one can reveal another
 for _ in 1 2 3; do
