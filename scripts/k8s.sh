@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Build (once, cached) kube-apiserver, kube-controller-manager and kube-scheduler v1.20.2 from Debian's own
-# `kubernetes` source package, plus etcd from Debian's etcd-server .deb. No Docker, no internet beyond apt.
-# Prints the bin dir (holding kube-apiserver, kube-controller-manager, kube-scheduler, etcd) as the LAST stdout line;
-# everything else goes to stderr. Idempotent: a cached build returns in milliseconds.
+# Build (once, cached) kube-apiserver, kube-controller-manager, kube-scheduler, kubelet and kube-proxy v1.20.2 from
+# Debian's own `kubernetes` source package (static, CGO_ENABLED=0), plus etcd from Debian's etcd-server .deb. No
+# Docker, no internet beyond apt. Prints the bin dir (holding those six) as the LAST stdout line; everything else goes
+# to stderr. Idempotent: a cached build returns in milliseconds. Only missing binaries are built, in one `make` so
+# they share one Go build (cold: all five, about 11 min on 2 cores; a cache from before the real node had only the
+# control plane: kubelet and kube-proxy, about 9 min).
 # KUBEWHISPER_K8S_DOWNLOAD_ONLY=1: resolve, download and verify the Debian files, then stop (no build).
 #
 # Downloads are verified: apt checks every file against Debian's signed indexes (InRelease, signed by the
@@ -23,10 +25,15 @@ BIN=$W/bin
 mkdir -p "$W"
 exec 8>"$W/.lock"; flock 8   # one builder at a time (make test and make cluster-up may race)
 
-if [ -f "$BIN/.complete" ] && [ "${KUBEWHISPER_K8S_DOWNLOAD_ONLY:-0}" != 1 ]; then echo "$BIN"; exit 0; fi
+COMPONENTS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
+missing() { local c; for c in "${COMPONENTS[@]}"; do [ -x "$BIN/$c" ] || echo "$c"; done; }
+# .complete: etcd is there and every binary was built (each is moved into bin/ whole, so present = complete)
+if [ -f "$BIN/.complete" ] && [ -z "$(missing)" ] && [ "${KUBEWHISPER_K8S_DOWNLOAD_ONLY:-0}" != 1 ]; then
+  echo "$BIN"; exit 0
+fi
 
 t0=$(date +%s)
-log "building Kubernetes v$K8S_VERSION control plane into $W (about 8.5 min cold on 2 cores)"
+log "building Kubernetes v$K8S_VERSION ($(missing | tr '\n' ' ')) into $W (9-11 min cold on 2 cores)"
 mkdir -p "$W/apt/lists/partial" "$W/apt/cache/archives/partial" "$W/dl" "$BIN"
 cd "$W"
 # The Debian mirror this machine is configured with; a private sources list keeps the system apt config untouched.
@@ -81,19 +88,20 @@ rm -rf etcd && mkdir etcd && dpkg-deb -x dl/etcd-server_*.deb etcd
 cp etcd/usr/bin/etcd "$BIN/etcd"
 "$BIN/etcd" --version >&2
 
-if [ ! -x "$BIN/kube-apiserver" ] || [ ! -x "$BIN/kube-controller-manager" ] || [ ! -x "$BIN/kube-scheduler" ]; then
+mapfile -t NEED < <(missing)
+if [ ${#NEED[@]} -gt 0 ]; then
   rm -rf go && mkdir go && for d in dl/golang-1.15-*.deb; do dpkg-deb -x "$d" go; done
   [ -d kubernetes-$K8S_VERSION ] || tar xzf dl/kubernetes_1.20.5+really1.20.2.orig.tar.gz
   printf "KUBE_GIT_COMMIT='faecb196815e248d3ecfb03c680a4507229c2a56'\nKUBE_GIT_TREE_STATE='clean'\nKUBE_GIT_VERSION='v%s'\nKUBE_GIT_MAJOR='1'\nKUBE_GIT_MINOR='20'\n" "$K8S_VERSION" > version.env
   (export GOROOT=$W/go/usr/lib/go-1.15 PATH=$W/go/usr/lib/go-1.15/bin:$PATH GOCACHE=$W/gocache GOPROXY=off \
           GOFLAGS=-mod=vendor CGO_ENABLED=0 HOME=$W KUBE_GIT_VERSION_FILE=$W/version.env
    cd kubernetes-$K8S_VERSION
-   make WHAT="cmd/kube-apiserver cmd/kube-controller-manager cmd/kube-scheduler" >&2
-   cp _output/bin/kube-apiserver _output/bin/kube-controller-manager _output/bin/kube-scheduler "$BIN/")
+   make WHAT="${NEED[*]/#/cmd/}" >&2
+   for c in "${NEED[@]}"; do cp "_output/bin/$c" "$BIN/.$c.tmp"; mv "$BIN/.$c.tmp" "$BIN/$c"; done)
 fi
-"$BIN/kube-apiserver" --version >&2
+for c in "${COMPONENTS[@]}"; do "$BIN/$c" --version >&2; done
 # drop the bulky intermediates (sources, Go toolchain, build cache): only bin/ and dl/ are kept
 rm -rf "$W/kubernetes-$K8S_VERSION" "$W/go" "$W/gocache" "$W/etcd"
 touch "$BIN/.complete"
-log "control plane binaries ready in $(( $(date +%s) - t0 ))s"
+log "Kubernetes binaries ready in $(( $(date +%s) - t0 ))s"
 echo "$BIN"

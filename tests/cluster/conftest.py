@@ -34,6 +34,7 @@ def control_plane(tmp_path_factory):
         KUBEWHISPER_CLUSTER_DIR=str(d),
         KUBEWHISPER_APISERVER_PORT=str(base),
         KUBEWHISPER_ETCD_PORT=str(base + 3),
+        KUBEWHISPER_NODE="0",  # the control plane alone: the real node is one per machine (test_real_node.py has it)
     )
     try:
         out = subprocess.run(
