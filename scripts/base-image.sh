@@ -17,7 +17,7 @@ MIRROR=${KUBEWHISPER_DEBIAN_MIRROR:-${MIRROR:-http://deb.debian.org/debian}}
 key=$({ cat "$0"; echo "$MIRROR"; } | sha256sum | cut -c1-12)
 
 ensure_tools buildah:buildah mmdebstrap:mmdebstrap
-mkdir -p "$BUILDAH_DIR"
+mkdir -p "$BUILDAH_DIR/logs"
 exec 6>"$BUILDAH_DIR/.base.lock"; flock 6
 if [ "$(label "$NAME" io.kubewhisper.base-key)" != "$key" ]; then
   t0=$(date +%s.%N)
@@ -25,11 +25,19 @@ if [ "$(label "$NAME" io.kubewhisper.base-key)" != "$key" ]; then
   log "building $NAME from Debian bookworm ($MIRROR) with mmdebstrap"
   # docs, man pages and translations dropped (as in the official slim images); the hook's $1 is mmdebstrap's root
   # shellcheck disable=SC2016
-  mmdebstrap --quiet --variant=minbase --include="$PACKAGES" \
-    --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
-    --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-include=/usr/share/locale/locale.alias' \
-    --customize-hook='rm -f "$1"/usr/lib/python3*/EXTERNALLY-MANAGED' \
-    bookworm "$work/rootfs.tar" "deb $MIRROR bookworm main" >&2 || { log "mmdebstrap failed (see above)"; exit 1; }
+  # its log in $BUILDAH_DIR/logs; one retry, as a mirror's download can fail transiently. The lock descriptors stay out
+  # of it: mmdebstrap hands apt a pipe by number, and dash (apt's `sh -c`) cannot redirect a descriptor above 9.
+  for attempt in 1 2; do
+    mmdebstrap --variant=minbase --include="$PACKAGES" \
+      --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
+      --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-include=/usr/share/locale/locale.alias' \
+      --customize-hook='rm -f "$1"/usr/lib/python3*/EXTERNALLY-MANAGED' \
+      bookworm "$work/rootfs.tar" "deb $MIRROR bookworm main" > "$BUILDAH_DIR/logs/base-image.log" 2>&1 \
+      3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&- && break
+    tail -n 20 "$BUILDAH_DIR/logs/base-image.log" >&2
+    [ "$attempt" = 2 ] && { log "mmdebstrap failed twice (log: $BUILDAH_DIR/logs/base-image.log)"; exit 1; }
+    log "mmdebstrap failed; retrying once"
+  done
   c=$(b from scratch)
   b add "$c" "$work/rootfs.tar" / >&2
   b config --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin --env LANG=C.UTF-8 \
