@@ -106,7 +106,7 @@ build_buildah() {
     cpu)
       local wheels; wheels=$(torch_wheels)
       if [ -n "$wheels" ]; then
-        args+=(-v "$wheels:/wheels:ro" --build-arg "TORCH_PIP_ARGS=--no-index --find-links /wheels")
+        args+=(-v "$wheels:/wheels:ro" --build-arg "TORCH_PIP_ARGS=--find-links /wheels")
       fi
       run_logged "$what" b "${args[@]}" --build-arg BASE=cpu -f "$ROOT/Dockerfile.inference" "$ROOT" ;;
     operator) run_logged "$what" b "${args[@]}" -f "$ROOT/Dockerfile.operator" "$ROOT" ;;
