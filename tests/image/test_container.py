@@ -4,7 +4,8 @@ A private containerd (its state and socket in a temp dir, its image store in $CA
 unchanged image is not imported again next time; stopped by PID at the end) receives the images
 through scripts/image.sh's loading path (KUBEWHISPER_CONTAINERD_SOCKET), the one `make image` uses for the local
 cluster's node. The CPU inference image then runs as a real container with runc: read-only root filesystem, writable
-tmpfs only where the operator mounts emptyDirs, the model bind-mounted read-only, host network. It must serve a
+directories only where the operator mounts emptyDirs, the model copied in by the model image (as an init container
+does), host network. It must serve a
 44.1 kHz upload (librosa's resampler, numba's cache), run as 10001 under tini as PID 1, and stop on SIGTERM.
 """
 
@@ -22,7 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from helpers import ROOT, free_port, script_output, wer
+from helpers import ROOT, free_port, wer
 
 CACHE = Path(os.environ.get("KUBEWHISPER_CACHE", Path.home() / ".cache" / "kubewhisper"))
 
@@ -116,11 +117,24 @@ def test_images_load_into_containerd_once(containerd, loaded):
 
 def test_inference_container_read_only_root_runs_as_10001_and_stops_on_sigterm(containerd, loaded, fixtures_dir):
     ctr = containerd["ctr"]
-    model = Path(script_output("models.sh", "base")[-1])
     port = free_port()
     name = f"kw-inference-{port}"
     logf = containerd["dir"] / f"{name}.log"
-    tmpfs = "type=tmpfs,src=tmpfs,dst={},options=nosuid:nodev:mode=1777"
+    # emptyDirs as kubelet makes them: empty host directories, mode 0777, bind-mounted
+    volumes: dict[str, list[str]] = {}
+    for dst in ("/tmp", "/home/whisper/.cache", "/models"):
+        src = containerd["dir"] / f"{name}-{dst.strip('/').replace('/', '-')}"
+        src.mkdir()
+        src.chmod(0o777)
+        volumes[dst] = ["--mount", f"type=bind,src={src},dst={dst},options=rbind:rw"]
+    # the init container: the model image's default command copies the model into the models volume
+    init = subprocess.run(
+        [*ctr, "run", "--rm", "--read-only", *volumes["/models"], REFS["model"], f"{name}-init"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert init.returncode == 0, init.stdout + init.stderr
     subprocess.run(
         [
             *ctr,
@@ -130,14 +144,7 @@ def test_inference_container_read_only_root_runs_as_10001_and_stops_on_sigterm(c
             "--read-only",
             "--log-uri",
             f"file://{logf}",
-            "--mount",
-            tmpfs.format("/tmp"),
-            "--mount",
-            tmpfs.format("/home/whisper/.cache"),
-            "--mount",
-            tmpfs.format("/models"),
-            "--mount",
-            f"type=bind,src={model},dst=/models/whisper-base,options=rbind:ro",
+            *(arg for mount in volumes.values() for arg in mount),
             "--env",
             "MODEL_ID=/models/whisper-base",
             "--env",

@@ -129,14 +129,14 @@ def test_operator_image(images):
 def models_volume(tmp_path: Path) -> Iterator[Path]:
     d = tmp_path / "models"
     d.mkdir()
-    os.chown(d, 10001, 10001)  # an emptyDir as the pod's fsGroup/user would have it
+    d.chmod(0o777)  # an emptyDir as kubelet makes it: root's, mode 0777
     yield d
 
 
 def test_model_image_copies_the_model_into_a_volume(images, models_volume):
     """The init container's default command copies /model/whisper-base (HF files and ctranslate2/) into /models."""
     cfg = config(images["model"])
-    assert cfg["User"] == "10001:10001" and cfg["Cmd"] == ["cp", "-a", "/model/.", "/models/"]
+    assert cfg["User"] == "10001:10001" and cfg["Cmd"] == ["cp", "-R", "/model/.", "/models/"]
     p = run_in(images["model"], *cfg["Cmd"], volumes=(f"{models_volume}:/models",))
     assert p.returncode == 0, p.stdout + p.stderr
     m = models_volume / "whisper-base"
@@ -144,7 +144,7 @@ def test_model_image_copies_the_model_into_a_volume(images, models_volume):
     for f in ("config.json", "model.safetensors", "tokenizer.json"):
         assert (m / f).read_bytes() == (served / f).read_bytes(), f
     assert (m / "ctranslate2" / "model.bin").stat().st_size > 100_000_000
-    assert m.stat().st_uid == 10001
+    assert m.stat().st_uid == 10001 and (m / "model.safetensors").stat().st_uid == 10001
 
 
 def test_image_names_follow_the_makefile(images):
