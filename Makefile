@@ -30,9 +30,9 @@ serve: ## start the server on the embedded default model (multilingual base) on 
 	  echo "serving $$MODEL_ID on http://$(HOST):$(PORT)"; \
 	  HOST=$(HOST) PORT=$(PORT) exec $$py -m whisper_inference
 
-test: ## install what is needed, then run every test tier (unit, engine, cluster)
+test: ## install what is needed (images included), then run every test tier (unit, engine, cluster, image)
 	@set -e; py=$(PY); scripts/models.sh tiny.en base >/dev/null; scripts/fixtures.sh >/dev/null; \
-	  scripts/k8s.sh >/dev/null; scripts/helm.sh >/dev/null; \
+	  scripts/k8s.sh >/dev/null; scripts/helm.sh >/dev/null; IMAGE=$(IMAGE) TAG=$(TAG) scripts/image.sh >/dev/null; \
 	  $$py -m pytest $(PYTEST_ARGS)
 
 test-unit: ## only the unit tier: offline, nothing downloaded, no server, no vLLM import (under a minute)
@@ -73,14 +73,15 @@ lint: ## ruff (lint + format check), mypy, shellcheck, hadolint, helm lint; ever
 	  check "ruff format" $$venv/bin/ruff format --check .; \
 	  check mypy $$venv/bin/mypy; \
 	  check shellcheck $$venv/bin/shellcheck scripts/*.sh .ci/run; \
-	  check hadolint $$venv/bin/hadolint Dockerfile.inference Dockerfile.operator; \
+	  check hadolint $$venv/bin/hadolint Dockerfile.inference Dockerfile.operator Dockerfile.model; \
 	  check "helm lint" $$helm lint --strict charts/kubewhisper; \
 	  if [ -n "$$failed" ]; then echo "lint failed:$$failed" >&2; exit 1; fi
 
-image: ## build both images (needs a Docker engine)
-	docker build -f Dockerfile.inference -t $(IMAGE)-inference:$(TAG) .
-	docker build -f Dockerfile.operator -t $(IMAGE)-operator:$(TAG) .
+image: ## build the CPU inference, operator and model images (Docker, else buildah); load them into the local node
+	@IMAGE=$(IMAGE) TAG=$(TAG) scripts/image.sh
 
-push: image ## push both images
+push: image ## push the images built by make image with Docker (CUDA and CPU inference, operator, model)
 	docker push $(IMAGE)-inference:$(TAG)
+	docker push $(IMAGE)-inference:$(TAG)-cpu
 	docker push $(IMAGE)-operator:$(TAG)
+	docker push $(IMAGE)-model-whisper-base:$(TAG)

