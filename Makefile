@@ -63,7 +63,7 @@ operator: ## run the operator in the foreground against $KUBECONFIG
 	@test -n "$$KUBECONFIG" || { echo 'set KUBECONFIG (eval "export $$(make -s cluster-up | tail -1)")' >&2; exit 1; }
 	@$(PY) -m kopf run --standalone --all-namespaces --liveness=http://127.0.0.1:$${OPERATOR_HEALTH_PORT:-8081}/healthz -m whisper_operator.handlers
 
-demo: ## control plane + fake GPU nodes + helm install + operator + endpoints + a real transcription
+demo: ## the real path: cluster with a real node, images, helm install, CPU + fake-GPU endpoints, an in-cluster transcription, teardown
 	@scripts/demo.sh
 
 lint: ## ruff (lint + format check), mypy, shellcheck, hadolint, helm lint; every checker runs, any failure fails

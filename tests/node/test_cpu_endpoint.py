@@ -198,12 +198,12 @@ def test_a_44k_upload_goes_through_the_resampler_on_a_read_only_root(kube: Kube,
 
 def test_runs_as_10001_with_a_read_only_root(kube: Kube) -> None:
     pod = ready_pods(kube, pod_selector(kube))[0]["metadata"]["name"]
-    ids = kube.kubectl("exec", "-n", APP_NS, pod, "-c", "inference", "--", "id")
+    ids = kube.kubectl("exec", "-n", APP_NS, pod, "-c", "whisper", "--", "id")
     assert "uid=10001" in ids and "gid=10001" in ids, ids
     probe = (
         "import pathlib\ntry:\n    pathlib.Path('/kw-probe').write_text('x')\nexcept OSError as e:\n    print(e.errno)"
     )
-    assert kube.kubectl("exec", "-n", APP_NS, pod, "-c", "inference", "--", "python", "-c", probe).strip() == "30"
+    assert kube.kubectl("exec", "-n", APP_NS, pod, "-c", "whisper", "--", "python", "-c", probe).strip() == "30"
 
 
 def test_a_pod_transcribes_through_status_url_by_dns_name(kube: Kube, jfk: bytes) -> None:
@@ -215,7 +215,8 @@ def test_a_pod_transcribes_through_status_url_by_dns_name(kube: Kube, jfk: bytes
         "metadata": {"name": "jfk", "namespace": APP_NS},
         "binaryData": {"jfk.wav": base64.b64encode(jfk).decode()},
     }
-    kube.run("kubectl", "apply", "-f", "-", stdin=json.dumps(cm))
+    # create, not apply: apply would copy the 470 KB of audio into an annotation (limit 256 KB)
+    kube.run("kubectl", "create", "-f", "-", stdin=json.dumps(cm))
     # stdlib only: multipart by hand, the way any in-cluster client without the SDK would call status.url
     client = (
         "import json, sys, urllib.request\n"
@@ -268,11 +269,11 @@ def test_sigterm_reaches_the_server(kube: Kube) -> None:
     selector = pod_selector(kube)
     pod = ready_pods(kube, selector)[0]["metadata"]["name"]
     kill = "import os, signal; os.kill(1, signal.SIGTERM)"
-    kube.kubectl("exec", "-n", APP_NS, pod, "-c", "inference", "--", "python", "-c", kill)
+    kube.kubectl("exec", "-n", APP_NS, pod, "-c", "whisper", "--", "python", "-c", kill)
 
     def terminated() -> dict[str, Any] | None:
         status = kube.get("pod", pod, "-n", APP_NS)["status"]["containerStatuses"]
-        state = next(s for s in status if s["name"] == "inference")
+        state = next(s for s in status if s["name"] == "whisper")
         return state.get("lastState", {}).get("terminated")
 
     last = kube.wait_for("the container to restart after SIGTERM", terminated, 120, f"describe pod {pod} -n {APP_NS}")
