@@ -40,8 +40,15 @@ def _host_ip() -> str:
 
 def _busybox_image(work: Path, sock: Path) -> None:
     """A scratch image holding /bin/busybox (Debian's busybox-static) and a page to serve, imported into the node."""
+    if not shutil.which("busybox"):  # set-up, like the node's own packages (scripts/node-up.sh)
+        subprocess.run(
+            ["apt-get", "-o", "DPkg::Lock::Timeout=300", "install", "-y", "-qq", "busybox-static"],
+            check=True,
+            capture_output=True,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        )
     busybox = shutil.which("busybox")
-    assert busybox, "busybox-static is not installed (apt-get install busybox-static)"
+    assert busybox, "busybox-static installed no busybox"
     rootfs = work / "rootfs"
     for d in ("bin", "usr", "www", "tmp", "etc"):
         (rootfs / d).mkdir(parents=True)
