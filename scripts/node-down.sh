@@ -43,9 +43,10 @@ if alive containerd; then
   for c in $("${CTR[@]}" containers ls -q 2>/dev/null); do "${CTR[@]}" containers delete "$c" >/dev/null 2>&1; done
 fi
 stop containerd dns
-# shims outlive containerd on purpose; ours carry our socket path on their command line
+# shims outlive containerd on purpose; ours are containerd-shim processes given our socket path
 for p in /proc/[0-9]*; do
-  if tr '\0' ' ' < "$p/cmdline" 2>/dev/null | grep -qF -- "-address $SOCK "; then
+  case $(readlink "$p/exe" 2>/dev/null) in */containerd-shim*) ;; *) continue;; esac
+  if tr '\0' '\n' < "$p/cmdline" 2>/dev/null | grep -qxF -- "$SOCK"; then
     kill -9 "${p#/proc/}" 2>/dev/null && log "stopped shim ${p#/proc/}"
   fi
 done
