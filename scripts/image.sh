@@ -15,7 +15,7 @@
 # e.g. /opt/wheels) when it holds it, else from the PyTorch CPU index. Each build step is cached by its inputs, so an
 # unchanged tree rebuilds nothing and a code change rebuilds only the last, small layer.
 # Loading: when $KUBEWHISPER_CONTAINERD_SOCKET (default: the node's socket, $KUBEWHISPER_CLUSTER_DIR/node/
-# containerd.sock) answers, each image is exported as an uncompressed OCI archive and imported into its k8s.io
+# containerd.sock) answers, each image is exported as an OCI archive and imported into its k8s.io
 # namespace under the names above (so `imagePullPolicy: IfNotPresent` finds them); an image already there with the
 # same ID is skipped. Env: IMAGE, TAG (as in the Makefile), KUBEWHISPER_VERBOSE=1 streams the build logs.
 set -euo pipefail
@@ -127,7 +127,7 @@ load() {
   out=$(mktemp -d "$CACHE/export.XXXXXX")
   if [ "$engine" = docker ]; then
     docker save -o "$out/image.tar" "$r"
-  else  # uncompressed: the CPU image is about 4 GB, and gzip on two cores would take minutes for a local copy
+  else  # (buildah 1.28 still gzips oci-archive layers despite --disable-compression, which newer releases honour)
     b push --quiet --disable-compression "$r" "oci-archive:$out/image.tar:$r" >&2
   fi
   local size; size=$(du -m "$out/image.tar" | cut -f1)
