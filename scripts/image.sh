@@ -146,6 +146,7 @@ if [ ${#targets[@]} -eq 0 ]; then
   [ "$engine" = docker ] && targets=(cuda "${targets[@]}")
 fi
 [ "$engine" = buildah ] && ensure_tools buildah:buildah
+ensure_tools ctr:containerd runc:runc   # loading into a node, and the image tier's private containerd
 exec 5>"$BUILDAH_DIR/.image.lock"; flock 5   # one build at a time: they share the storage and the layer cache
 for what in "${targets[@]}"; do
   r=$(ref "$what"); t0=$(date +%s.%N)
