@@ -134,7 +134,7 @@ spec:
           body = (f'--{b}\r\nContent-Disposition: form-data; name="model"\r\n\r\nwhisper-base\r\n'
                   f'--{b}\r\nContent-Disposition: form-data; name="file"; filename="jfk.wav"\r\n\r\n').encode()
           body += audio + f"\r\n--{b}--\r\n".encode()
-          req = urllib.request.Request(os.environ["URL"].rstrip("/") + "/v1/audio/transcriptions", data=body,
+          req = urllib.request.Request(os.environ["URL"], data=body,
                                        headers={"Content-Type": f"multipart/form-data; boundary={b}"})
           print(json.load(urllib.request.urlopen(req, timeout=120))["text"])
   volumes: [{name: audio, configMap: {name: jfk}}]

@@ -208,7 +208,7 @@ def test_runs_as_10001_with_a_read_only_root(kube: Kube) -> None:
 
 def test_a_pod_transcribes_through_status_url_by_dns_name(kube: Kube, jfk: bytes) -> None:
     url = kube.get("we", WE, "-n", APP_NS)["status"]["url"]
-    assert ".svc.cluster.local" in url
+    assert url == "http://whisper-cpu.default.svc.cluster.local/v1/audio/transcriptions"
     cm = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -220,7 +220,7 @@ def test_a_pod_transcribes_through_status_url_by_dns_name(kube: Kube, jfk: bytes
     # stdlib only: multipart by hand, the way any in-cluster client without the SDK would call status.url
     client = (
         "import json, sys, urllib.request\n"
-        "url = sys.argv[1].rstrip('/') + '/v1/audio/transcriptions'\n"
+        "url = sys.argv[1]\n"
         "audio = open('/audio/jfk.wav', 'rb').read()\n"
         "b = b'kubewhisperboundary'\n"
         "parts = [b'--' + b + b'\\r\\nContent-Disposition: form-data; name=\"model\"\\r\\n\\r\\nwhisper-base\\r\\n',\n"
@@ -309,6 +309,7 @@ def test_a_spec_change_rolls_the_pods_with_zero_failed_requests(kube: Kube, jfk:
         )
         served = loop.ok
         kube.wait_for("a transcription by the new pods", lambda: loop.ok > served, 120)
+    print(f"rollout under load: {loop.ok} transcriptions, {len(loop.failures)} failed")
     assert loop.failures == [], loop.failures
     assert loop.bad_text == [], loop.bad_text
     env = {
@@ -332,8 +333,43 @@ def test_deleting_a_pod_under_load_fails_no_request(kube: Kube, jfk: bytes) -> N
         )
         served = loop.ok
         kube.wait_for("a transcription after the replacement", lambda: loop.ok > served, 120)
+    print(f"pod deleted under load: {loop.ok} transcriptions, {len(loop.failures)} failed")
     assert loop.failures == [], loop.failures
     assert loop.bad_text == [], loop.bad_text
+
+
+def test_the_vllm_engine_serves_on_cpu_from_a_read_only_root(kube: Kube, jfk: bytes) -> None:
+    """spec.engine: vllm on a CPU endpoint: vLLM's CPU backend in the same image, threads from the pod's CPU limit,
+    every cache it writes on the mounted volumes."""
+    name = "whisper-cpu-vllm"
+    we = {
+        "apiVersion": "kubewhisper.dev/v1alpha1",
+        "kind": "WhisperEndpoint",
+        "metadata": {"name": name, "namespace": APP_NS},
+        "spec": {
+            "model": "/models/whisper-base",
+            "servedModelName": "whisper-base",
+            "modelImage": "ghcr.io/kubewhisper/kubewhisper-model-whisper-base:0.1.0",
+            "engine": "vllm",
+            "gpu": {"count": 0},
+            "resources": {"requests": {"cpu": "250m", "memory": "2Gi"}, "limits": {"cpu": "1", "memory": "8Gi"}},
+        },
+    }
+    kube.run("kubectl", "apply", "-f", "-", stdin=json.dumps(we))
+
+    def ready() -> bool:
+        obj = kube.get("we", name, "-n", APP_NS)
+        dep = kube.get("deploy", name, "-n", APP_NS)
+        return condition(obj, "Ready").get("status") == "True" and dep.get("status", {}).get("readyReplicas") == 1
+
+    kube.wait_for(f"{name} Ready", ready, 900, f"get we,deploy,pods -n {APP_NS} -o wide")
+    container = kube.get("deploy", name, "-n", APP_NS)["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["ENGINE"] == "vllm" and env["DTYPE"] == "float32"
+    svc = kube.get("svc", name, "-n", APP_NS)
+    text = transcribe(f"http://{svc['spec']['clusterIP']}:{svc['spec']['ports'][0]['port']}/v1", jfk)
+    assert wer(JFK, text) < 0.15, text
+    kube.kubectl("delete", "we", name, "-n", APP_NS, "--wait=true", timeout=300)
 
 
 def test_helm_uninstall_leaves_nothing_behind(kube: Kube) -> None:
