@@ -101,10 +101,13 @@ def test_inference_image_runs_as_its_user(images):
         "sh",
         "-c",
         'id -u; id -g; getent passwd 10001 | cut -d: -f6; touch "$XDG_CACHE_HOME/probe" && echo writable; '
-        "python -c \"import whisper_inference, vllm, ctranslate2; print('imports ok')\"",
+        "python -c \"import whisper_inference, vllm, vllm._C, ctranslate2; print('imports ok')\"; "
+        "g++ --version >/dev/null && python -c \"import os, sysconfig; "
+        "assert os.path.exists(sysconfig.get_paths()['include'] + '/Python.h')\" && echo compiler",
     )
     assert p.returncode == 0, p.stdout + p.stderr
-    assert p.stdout.split()[:5] == ["10001", "10001", "/home/whisper", "writable", "imports"], p.stdout
+    # vllm._C needs libnuma; vLLM's sampler is torch.compile'd, which needs g++ and Python.h on CPU
+    assert p.stdout.split() == ["10001", "10001", "/home/whisper", "writable", "imports", "ok", "compiler"], p.stdout
 
 
 def test_inference_image_has_tini_and_the_server(images):
