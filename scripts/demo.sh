@@ -81,7 +81,10 @@ kubectl get nodes -L pool,nvidia.com/gpu.product,nvidia.com/gpu.compute.major,nv
 step "helm install the chart: the operator runs as a pod on the real node, the webhook behind its Service"
 run kubectl create namespace "$NS" >&2
 t=$(date +%s.%N)
-run helm install "$RELEASE" charts/kubewhisper --namespace "$NS" --set webhook.enabled=true --wait --timeout 5m >&2
+# the fake GPU nodes have no kubelet: a pod the scheduler puts there never starts, so the operator stays on the real
+# node (on a real cluster, leave operator.nodeSelector empty or point it at a system pool)
+run helm install "$RELEASE" charts/kubewhisper --namespace "$NS" --set webhook.enabled=true \
+  --set-string 'operator.nodeSelector.kubewhisper\.dev/node=real' --wait --timeout 5m >&2
 T_OPERATOR=$(secs "$t")
 run kubectl -n "$NS" get pods -o wide >&2
 
@@ -119,6 +122,7 @@ kind: Pod
 metadata: {name: transcribe-jfk}
 spec:
   restartPolicy: Never
+  nodeSelector: {kubewhisper.dev/node: real}   # not onto a fake GPU node (no kubelet there)
   containers:
     - name: client
       image: $IMAGE
