@@ -100,7 +100,7 @@ def test_inference_entrypoint_serves_and_its_healthcheck_passes(image_server):
 
 @pytest.mark.engine
 def test_helm_test_pod_script_transcribes_through_a_real_server(helm, image_server):
-    pod = find(helm.render({"tests": {"endpoint": "whisper"}}), "Pod")
+    pod = find(helm.render({"tests": {"endpoint": "whisper"}}), "Pod", "kw-kubewhisper-test-transcription")
     p = run_test_pod_script(pod, image_server["url"])
     assert p.returncode == 0, p.stdout + p.stderr
     assert p.stdout.startswith("OK ") and '"text"' in p.stdout

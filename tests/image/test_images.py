@@ -102,7 +102,7 @@ def test_inference_image_runs_as_its_user(images):
         "-c",
         'id -u; id -g; getent passwd 10001 | cut -d: -f6; touch "$XDG_CACHE_HOME/probe" && echo writable; '
         "python -c \"import whisper_inference, vllm, vllm._C, ctranslate2; print('imports ok')\"; "
-        "g++ --version >/dev/null && python -c \"import os, sysconfig; "
+        'g++ --version >/dev/null && python -c "import os, sysconfig; '
         "assert os.path.exists(sysconfig.get_paths()['include'] + '/Python.h')\" && echo compiler",
     )
     assert p.returncode == 0, p.stdout + p.stderr
