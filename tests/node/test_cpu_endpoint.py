@@ -390,7 +390,11 @@ def test_helm_uninstall_leaves_nothing_behind(kube: Kube) -> None:
     assert left == []
     labelled = "app.kubernetes.io/instance=" + RELEASE
     assert kube.get("clusterrole,clusterrolebinding,validatingwebhookconfiguration", "-l", labelled)["items"] == []
-    assert (
-        kube.get("deploy,svc,pods", "-n", APP_NS, "-l", "app.kubernetes.io/managed-by=kubewhisper-operator")["items"]
-        == []
+    # the endpoints' pods drain (preStop, grace period) after their Deployments are collected
+    managed = "app.kubernetes.io/managed-by=kubewhisper-operator"
+    kube.wait_for(
+        "the endpoints' objects to be gone",
+        lambda: not kube.get("deploy,rs,svc,pods", "-n", APP_NS, "-l", managed)["items"],
+        300,
+        f"get deploy,rs,svc,pods -n {APP_NS} -l {managed}",
     )
