@@ -88,6 +88,12 @@ run helm install "$RELEASE" charts/kubewhisper --namespace "$NS" --set webhook.e
 T_OPERATOR=$(secs "$t")
 run kubectl -n "$NS" get pods -o wide >&2
 
+# the webhook answers once its Service's endpoint reached kube-proxy's rules, a moment after the pod is Ready
+for _ in $(seq 1 120); do
+  kubectl -n "$APPS" apply --dry-run=server -f operator/examples/endpoint-cpu.yaml >/dev/null 2>&1 && break
+  sleep 0.5
+done
+
 step "three WhisperEndpoints: base on CPU (the example), large-v3 on the T4 and on the H100 pool"
 run kubectl -n "$APPS" create secret generic whisper-api-key --from-literal=api-key=demo-key >&2
 t=$(date +%s.%N)

@@ -135,6 +135,17 @@ def test_operator_pod_ready_and_leading(kube: Kube) -> None:
         f"get lease -n {NS} -o yaml",
     )
     assert lease == pod
+    # the webhook answers once its Service's endpoint reached kube-proxy's rules, a moment after the pod is Ready;
+    # until then the API server refuses every WhisperEndpoint (failurePolicy Fail): "connection refused"
+    kube.wait_for(
+        "the webhook to answer through its Service",
+        lambda: kube.attempt(
+            "kubectl", "apply", "--dry-run=server", "-f", str(ROOT / "operator/examples/endpoint-cpu.yaml")
+        ).returncode
+        == 0,
+        120,
+        f"get endpoints -n {NS}",
+    )
     # it runs in the pod with its ServiceAccount token, not the admin's: the RBAC the chart grants is what it has
     assert kube.get("pod", pod, "-n", NS)["spec"]["serviceAccountName"].startswith(RELEASE)
 
