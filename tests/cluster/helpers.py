@@ -94,9 +94,22 @@ def mark_pods_ready(api, namespace: str, selector: str) -> int:
     return n
 
 
-def fake_node(name: str, pool: str, labels: dict[str, str], gpus: int = 8, taints: list | None = None) -> dict:
-    """A Node object with GPUs and no kubelet: the scheduler binds pods to it, nothing runs."""
-    cap = {"cpu": "64", "memory": "512Gi", "pods": "110", "nvidia.com/gpu": str(gpus)}
+def fake_node(
+    name: str,
+    pool: str,
+    labels: dict[str, str],
+    gpus: int = 8,
+    taints: list | None = None,
+    cpu: str = "64",
+    memory: str = "512Gi",
+) -> dict:
+    """A Node object with no kubelet: the scheduler binds pods to it, nothing runs. With gpus=0 a CPU node: no
+    nvidia.com/gpu capacity and no nvidia.com/gpu.present label."""
+    cap = {"cpu": cpu, "memory": memory, "pods": "110"}
+    gpu_labels = {}
+    if gpus:
+        cap["nvidia.com/gpu"] = str(gpus)
+        gpu_labels["nvidia.com/gpu.present"] = "true"
     return {
         "apiVersion": "v1",
         "kind": "Node",
@@ -107,7 +120,7 @@ def fake_node(name: str, pool: str, labels: dict[str, str], gpus: int = 8, taint
                 "kubernetes.io/hostname": name,
                 "kubernetes.io/arch": "amd64",
                 "pool": pool,
-                "nvidia.com/gpu.present": "true",
+                **gpu_labels,
                 **labels,
             },
         },

@@ -7,7 +7,17 @@ from __future__ import annotations
 import pytest
 from kubernetes import client
 
-from .helpers import condition, create_endpoint, deployment, env_of, get_endpoint, mark_pods_ready, patch_spec, wait_for
+from .helpers import (
+    condition,
+    create_endpoint,
+    deployment,
+    env_of,
+    fake_node,
+    get_endpoint,
+    mark_pods_ready,
+    patch_spec,
+    wait_for,
+)
 
 pytestmark = pytest.mark.cluster
 MODEL_IMAGE = "ghcr.io/kubewhisper/kubewhisper-model-whisper-base:0.1.0"
@@ -18,29 +28,7 @@ SELECTOR = "kubewhisper.dev/endpoint=whisper-cpu"
 def cpu_node(api):
     """A node without GPUs and without nvidia.com/gpu.present (no kubelet: the scheduler binds, nothing runs)."""
     core = client.CoreV1Api(api)
-    cap = {"cpu": "4", "memory": "16Gi", "pods": "110"}
-    node = {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {
-            "name": "cpu-fake-1",
-            "labels": {"kubernetes.io/hostname": "cpu-fake-1", "kubernetes.io/arch": "amd64", "pool": "cpu"},
-        },
-        "status": {
-            "capacity": cap,
-            "allocatable": cap,
-            "conditions": [
-                {
-                    "type": "Ready",
-                    "status": "True",
-                    "reason": "KubeletReady",
-                    "message": "fake",
-                    "lastHeartbeatTime": "2026-01-01T00:00:00Z",
-                    "lastTransitionTime": "2026-01-01T00:00:00Z",
-                }
-            ],
-        },
-    }
+    node = fake_node("cpu-fake-1", "cpu", {}, gpus=0, cpu="4", memory="16Gi")
     core.create_node(node)
     yield "cpu-fake-1"
     core.delete_node("cpu-fake-1")
