@@ -26,10 +26,7 @@ import statistics
 import subprocess
 import sys
 import time
-import urllib.request
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from types import ModuleType
@@ -39,13 +36,15 @@ from audio_sets import Item, load_sets, word_error_rate
 from remote import HttpTarget, vm_hwm_mib
 
 ROOT = Path(__file__).resolve().parents[1]
-CONCURRENCY = (1, 8)
+# BENCH_CONCURRENCY: comma-separated, for every row of a run (the worker processes read it too)
+CONCURRENCY = tuple(int(c) for c in os.environ.get("BENCH_CONCURRENCY", "1,8").split(","))
 
 
 def requests_for(items: list[Item], concurrency: int) -> list[Item]:
-    """Concurrency 1: each item once, one after the other; concurrency 8: eight requests at once (items cycled)."""
+    """Concurrency 1: each item twice, one after the other (a few seconds of short clips are too few to time once);
+    concurrency 8: eight requests at once (items cycled)."""
     if concurrency == 1:
-        return list(items)
+        return list(items) * 2
     return [items[i % len(items)] for i in range(max(concurrency, len(items)))]
 
 
@@ -86,7 +85,8 @@ def run_all(transcribe, sets: dict[str, list[Item]]) -> dict:
 def faster_whisper_worker(kind: str, model_dir: str, threads: int, fixtures: Path) -> dict:
     from faster_whisper import BatchedInferencePipeline, WhisperModel
 
-    model = WhisperModel(model_dir, device="cpu", compute_type="int8", cpu_threads=threads)
+    compute = "float32" if kind == "fp32" else "int8"
+    model = WhisperModel(model_dir, device="cpu", compute_type=compute, cpu_threads=threads)
     if kind == "batched":
         pipeline = BatchedInferencePipeline(model)
 
@@ -120,7 +120,7 @@ def script(*args: str) -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
-def _test_helpers() -> ModuleType:
+def test_helpers() -> ModuleType:
     """tests/helpers.py, loaded by path: this file runs as a script (bench/job.yaml ships it beside its siblings)."""
     import importlib.util
 
@@ -131,38 +131,13 @@ def _test_helpers() -> ModuleType:
     return module
 
 
-@contextmanager
-def started_server(model: str, env: dict[str, str]) -> Iterator[tuple[str, int]]:
-    """`python -m whisper_inference` on a free port, as the image runs it; (url, pid) once /ready answers."""
-    port = _test_helpers().free_port()  # outside the ephemeral range: bind(0)'s port may be taken before we bind
-    full = {**os.environ, "MODEL_ID": model, "HOST": "127.0.0.1", "PORT": str(port), "LOG_LEVEL": "warning", **env}
-    proc = subprocess.Popen([sys.executable, "-m", "whisper_inference"], env=full, stdout=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300
-        while not ready(url):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"server did not start (exit {proc.poll()})")
-            time.sleep(0.5)
-        yield url, proc.pid
-    finally:
-        proc.terminate()
-        proc.wait(60)
-
-
-def ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url + "/ready", timeout=2) as r:
-            return bool(r.status == 200)
-    except OSError:
-        return False
-
-
-def this_server(model: str, threads: int, fixtures: Path) -> dict:
-    with started_server(model, {"ENGINE": "ctranslate2", "CPU_THREADS": str(threads)}) as (url, pid):
-        target = HttpTarget(url, "whisper")
+def this_server(model: str, threads: int, fixtures: Path, logs: Path) -> dict:
+    """`python -m whisper_inference` with ENGINE=ctranslate2, as the image runs it (tests/helpers.ServerProcess)."""
+    env = {"MODEL_ID": model, "LOG_LEVEL": "warning", "ENGINE": "ctranslate2", "CPU_THREADS": str(threads)}
+    with test_helpers().ServerProcess(env, logs / "cpu-engines-server.log").wait_ready(300) as server:
+        target = HttpTarget(server.url, "whisper")
         results = run_all(target.transcribe, load_sets(fixtures))
-        return {"results": results, "peak_rss_mib": vm_hwm_mib(pid)}
+        return {"results": results, "peak_rss_mib": vm_hwm_mib(server.proc.pid)}
 
 
 def table(rows: dict[str, dict], baseline: str) -> str:
@@ -197,7 +172,7 @@ def machine() -> str:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
-    ap.add_argument("--worker", choices=["sequential", "batched"])
+    ap.add_argument("--worker", choices=["sequential", "fp32", "batched"])
     ap.add_argument("--model-dir")
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     ap.add_argument("--fixtures")
@@ -212,10 +187,12 @@ def main() -> None:
     ct2_dir = find_or_convert(model)  # the very weights the server loads
     if not (ct2_dir / "tokenizer.json").is_file():  # faster-whisper reads the tokenizer from the model directory
         shutil.copy(Path(model) / "tokenizer.json", ct2_dir / "tokenizer.json")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     rows = {
         "faster-whisper int8 sequential": in_worker("sequential", str(ct2_dir), args.threads, fixtures),
         "faster-whisper int8 batched + VAD": in_worker("batched", str(ct2_dir), args.threads, fixtures),
-        "this server, ENGINE=ctranslate2": this_server(model, args.threads, fixtures),
+        "this server, ENGINE=ctranslate2": this_server(model, args.threads, fixtures, out),
     }
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     report = (
@@ -223,8 +200,6 @@ def main() -> None:
         + table(rows, "faster-whisper int8 sequential")
         + "\n"
     )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     (out / "cpu_engines.md").write_text(report)
     (out / "cpu_engines.json").write_text(json.dumps(rows, indent=1))
     print(report)

@@ -25,10 +25,12 @@ from audio_sets import RATE, Item, load_sets
 
 
 class HttpTarget:
-    def __init__(self, url: str, model: str, api_key: str | None = None, language: str = "en"):
+    def __init__(self, url: str, model: str, api_key: str | None = None, language: str = "en", **fields: str):
         url = url.rstrip("/")
         self.url = url if url.endswith("/audio/transcriptions") else url + "/v1/audio/transcriptions"
         self.model, self.api_key, self.language = model, api_key, language
+        # more form fields sent with every request (response_format=verbose_json, chunking_strategy=auto, ...)
+        self.fields = {"response_format": "json", **fields}
 
     def transcribe(self, item: Item) -> str:
         import soundfile as sf
@@ -36,7 +38,7 @@ class HttpTarget:
         buf = io.BytesIO()
         sf.write(buf, item.samples, RATE, format="WAV", subtype="PCM_16")
         boundary = uuid.uuid4().hex
-        fields = {"model": self.model, "language": self.language, "response_format": "json", "temperature": "0"}
+        fields = {"model": self.model, "language": self.language, "temperature": "0", **self.fields}
         body = b"".join(
             f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
             for k, v in fields.items()
@@ -76,8 +78,6 @@ def main() -> None:
         directory = Path(audio)
     else:
         directory = Path(cpu_engines.script("fixtures.sh"))
-    if os.environ.get("BENCH_CONCURRENCY"):
-        cpu_engines.CONCURRENCY = tuple(int(c) for c in os.environ["BENCH_CONCURRENCY"].split(","))
     key = os.environ.get("BENCH_API_KEY")
     sets = load_sets(directory)
     targets = {f"target {url}": HttpTarget(url, os.environ.get("BENCH_MODEL", "whisper"), key)}

@@ -1,27 +1,32 @@
-"""make bench: this server vs vLLM's own OpenAI server, same model, machine and audio, one run.
+"""make bench: every row of issue 13 side by side, one run, same machine, weights and audio.
 
-Each server runs alone (one after the other) so that neither steals the other's cores. Reported per
-server and workload: requests/s, RTFx (audio seconds per wall second), p50/p95 latency, word error rate
-against the known text, peak RSS of the server's process tree; then the ratios ours/theirs, and our HTTP
-overhead (RTFx through HTTP vs calling the same engine in-process).
+Rows, one after the other on the same cores so that none steals another's: faster-whisper int8 sequential (the
+baseline of the ratios: openai/whisper's seek with previous-text conditioning), faster-whisper fp32 sequential and
+int8 batched + VAD (speaches' path), this server on CTranslate2 (json, verbose_json, json with VAD), vLLM's own
+OpenAI server, and this server on vLLM (json, verbose_json, json with VAD, and TIMESTAMPS=none). Workloads
+(bench/audio_sets.py, the same as `make bench-cpu` and `make bench-remote`): four short clips and two long
+recordings, at concurrency 1 and 8. Then the engines in-process (no HTTP) for the HTTP-overhead figure, issue 13's
+targets computed from this run, and the extra parts (fairness, repeated speech, word timestamps and VAD).
+
+    make bench                       # or: python -m bench.run [--only table|fairness|repeated|words-vad]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import importlib.util
 import io
 import json
 import os
-import platform
+import shutil
 import statistics
 import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from datetime import date
+from datetime import datetime, timezone
 from pathlib import Path
+from types import ModuleType
 
 import httpx
 import numpy as np
@@ -31,16 +36,41 @@ import soundfile as sf
 from tests.helpers import ROOT, ServerProcess, free_port, script_output
 from tests.helpers import wer as word_error_rate
 
+
+def _sibling(name: str) -> ModuleType:
+    """bench/NAME.py, loaded by path and registered under its bare name: the siblings also run as scripts
+    (bench/job.yaml ships them side by side), so they import each other by that name."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parent / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+audio_sets = _sibling("audio_sets")
+remote = _sibling("remote")
+cpu_engines = _sibling("cpu_engines")
+inprocess = _sibling("inprocess")
+load_sets, HttpTarget = audio_sets.load_sets, remote.HttpTarget
+
 RATE = 16000
+CT2_JSON = "kubewhisper ctranslate2, json"
+CT2_VAD = "kubewhisper ctranslate2, json + VAD"
+VLLM_JSON = "kubewhisper vllm, json"
+VLLM_VAD = "kubewhisper vllm, json + VAD"
+VLLM_SERVE = "vllm serve, json"
 
 
 def script(*args: str) -> str:
     return script_output(*args)[-1]
 
 
-def build_audio(fixtures: Path, out: Path) -> dict[str, list[tuple[str, bytes, float, str]]]:
-    """Short clips (JFK + synthesized sentences) and one long recording of several minutes of them,
-    as (name, wav bytes, seconds, reference text)."""
+def build_audio(fixtures: Path) -> dict[str, list[tuple[str, bytes, float, str]]]:
+    """The extra parts' audio: the short clips and one 314 s recording of them (0.5 s pauses), as (name, wav bytes,
+    seconds, reference text)."""
     names = ["jfk", "en1", "en2", "en3"]
     clips, arrays, texts = [], [], []
     for n in names:
@@ -52,9 +82,9 @@ def build_audio(fixtures: Path, out: Path) -> dict[str, list[tuple[str, bytes, f
     one_pass = np.concatenate(arrays)
     times = int(np.ceil(300 / (len(one_pass) / RATE)))
     long = np.tile(one_pass, times)
-    path = out / "long.wav"
-    sf.write(path, long, RATE, subtype="PCM_16")
-    return {"short": clips, "long": [("long", path.read_bytes(), len(long) / RATE, " ".join(texts * times))]}
+    buf = io.BytesIO()
+    sf.write(buf, long, RATE, format="WAV", subtype="PCM_16")
+    return {"short": clips, "long": [("long", buf.getvalue(), len(long) / RATE, " ".join(texts * times))]}
 
 
 class RssSampler(threading.Thread):
@@ -72,78 +102,121 @@ class RssSampler(threading.Thread):
             time.sleep(0.2)
 
 
-def summarize(latencies: list[float], wall: float, audio_seconds: float) -> dict:
-    lat = sorted(latencies)
-    return {
-        "requests": len(lat),
-        "req_per_s": len(lat) / wall,
-        "rtfx": audio_seconds / wall,
-        "p50_s": statistics.median(lat),
-        "p95_s": lat[min(len(lat) - 1, int(round(0.95 * (len(lat) - 1))))],
-        "wall_s": wall,
-    }
-
-
-def run_http(url: str, model: str, items: list[tuple[str, bytes, float]], concurrency: int) -> dict:
-    def one(item):
-        name, data, _, _ = item
-        t = time.perf_counter()
-        r = httpx.post(
-            url + "/v1/audio/transcriptions",
-            timeout=600,
-            data={"model": model, "language": "en", "response_format": "json"},
-            files={"file": (f"{name}.wav", data, "audio/wav")},
-        )
-        r.raise_for_status()
-        return time.perf_counter() - t, word_error_rate(item[3], r.json()["text"])
-
-    began = time.perf_counter()
-    with ThreadPoolExecutor(concurrency) as pool:
-        results = list(pool.map(one, items))
-    wall = time.perf_counter() - began
-    out = summarize([r[0] for r in results], wall, sum(i[2] for i in items))
-    out["wer"] = statistics.mean(r[1] for r in results)
-    return out
-
-
-WORKLOADS = [("short c=1", "short", 1, 2), ("short c=8", "short", 8, 8), ("long c=1", "long", 1, 2)]
-
-
-def workload_items(audio, kind: str, repeats: int):
-    return [item for _ in range(repeats) for item in audio[kind]]
+SERVER_ENV = {"HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1", "LOG_LEVEL": "warning"}
+BASELINE = "faster-whisper int8 sequential"
+FW_ROWS = {
+    BASELINE: "sequential",
+    "faster-whisper fp32 sequential": "fp32",
+    "faster-whisper int8 batched + VAD": "batched",
+}
+VAD = {"chunking_strategy": "auto"}
 
 
 def bench_server(
-    name: str, cmd: list[str], env: dict, ready_path: str, model: str, audio, logdir: Path, workloads=None
-) -> dict:
+    env: dict[str, str],
+    log: Path,
+    variants: dict[str, dict[str, str]],
+    sets: dict,
+    argv: list[str] | None = None,
+    ready_path: str = "/ready",
+) -> dict[str, dict]:
+    """One server, started alone on the machine; every variant (a row: form fields sent with each request) runs the
+    same workloads. Peak RSS is the server's process tree over all its rows."""
     port = free_port()
-    server = ServerProcess(
-        env,
-        logdir / f"{name}.log",
-        argv=[*cmd, *([] if "whisper_inference" in cmd else ["--port", str(port)])],
-        ready_path=ready_path,
-        port=port,
-    )
-    sampler = RssSampler(server.proc.pid)
-    sampler.start()
     began = time.perf_counter()
-    try:
-        server.wait_ready(timeout=600)
-        startup = time.perf_counter() - began
-        run_http(server.url, model, audio["short"][:1], 1)  # warm-up, not measured
-        results = {"startup_s": startup}
-        for label, kind, conc, repeats in workloads or WORKLOADS:
-            results[label] = run_http(server.url, model, workload_items(audio, kind, repeats), conc)
-            print(
-                f"  {name:7s} {label:10s} RTFx {results[label]['rtfx']:6.2f}  p50 {results[label]['p50_s']:6.2f}s"
-                f"  WER {results[label]['wer']:.3f}",
-                flush=True,
-            )
-        results["peak_rss_gb"] = sampler.peak / 2**30
-        return results
-    finally:
-        sampler.running = False
-        server.stop()
+    argv = [*argv, "--port", str(port)] if argv else None
+    with ServerProcess({**SERVER_ENV, **env}, log, argv=argv, ready_path=ready_path, port=port) as server:
+        sampler = RssSampler(server.proc.pid)
+        sampler.start()
+        try:
+            server.wait_ready(600)
+            startup = time.perf_counter() - began
+            rows = {}
+            for name, fields in variants.items():
+                target = HttpTarget(server.url, "whisper", **fields)
+                rows[name] = {"results": cpu_engines.run_all(target.transcribe, sets), "startup_s": round(startup, 1)}
+                print(f"  {name}: {summary(rows[name])}", flush=True)
+        finally:
+            sampler.running = False
+    for row in rows.values():
+        row["peak_rss_mib"] = round(sampler.peak / 2**20)
+    return rows
+
+
+def summary(row: dict) -> str:
+    return ", ".join(f"{w} RTFx {r['rtfx']} WER {r['wer']}" for w, r in row["results"].items())
+
+
+def in_process(engine: str, model: str, fixtures: Path, threads: int) -> dict:
+    out = subprocess.run(
+        inprocess.command(engine, model, fixtures, threads),
+        env={**os.environ, **SERVER_ENV},
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    row: dict = json.loads(out.stdout.strip().splitlines()[-1])
+    print(f"  in-process {engine}: {summary(row)}", flush=True)
+    return row
+
+
+def bench_rows(model: str, fixtures: Path, threads: int, logs: Path) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Every row of the side-by-side table, one after the other on the same cores, and the in-process baselines of
+    the HTTP-overhead figure."""
+    from whisper_inference.engine.ct2_model import find_or_convert
+
+    sets = load_sets(fixtures)
+    ct2_dir = find_or_convert(model)  # the very weights the CTranslate2 engine loads
+    if not (ct2_dir / "tokenizer.json").is_file():  # faster-whisper reads the tokenizer from the model directory
+        shutil.copy(Path(model) / "tokenizer.json", ct2_dir / "tokenizer.json")
+    rows: dict[str, dict] = {}
+    for name, kind in FW_ROWS.items():
+        rows[name] = cpu_engines.in_worker(kind, str(ct2_dir), threads, fixtures)
+        print(f"  {name}: {summary(rows[name])}", flush=True)
+    ours = {"MODEL_ID": model, "SERVED_MODEL_NAME": "whisper", "MAX_NUM_SEQS": "16", "MAX_CONCURRENT_REQUESTS": "16"}
+    rows |= bench_server(
+        {**ours, "ENGINE": "ctranslate2", "CPU_THREADS": str(threads)},
+        logs / "bench-ctranslate2.log",
+        {
+            "kubewhisper ctranslate2, json": {},
+            "kubewhisper ctranslate2, verbose_json": {"response_format": "verbose_json"},
+            CT2_VAD: VAD,
+        },
+        sets,
+    )
+    rows |= bench_server(
+        {},
+        logs / "bench-vllm-serve.log",
+        {VLLM_SERVE: {}},
+        sets,
+        argv=[
+            sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model,
+            "--served-model-name", "whisper", "--dtype", "float32", "--max-model-len", "448",
+            "--max-num-seqs", "16", "--enforce-eager", "--host", "127.0.0.1",
+        ],
+        ready_path="/health",
+    )  # fmt: skip
+    rows |= bench_server(
+        ours,
+        logs / "bench-vllm.log",
+        {
+            VLLM_JSON: {},
+            "kubewhisper vllm, verbose_json": {"response_format": "verbose_json"},
+            "kubewhisper vllm, json + VAD": VAD,
+        },
+        sets,
+    )
+    rows |= bench_server(
+        {**ours, "TIMESTAMPS": "none"},
+        logs / "bench-vllm-none.log",
+        {"kubewhisper vllm TIMESTAMPS=none, json": {}},
+        sets,
+    )
+    inproc = {
+        "kubewhisper ctranslate2, json": in_process("ctranslate2", model, fixtures, threads),
+        VLLM_JSON: in_process("vllm", model, fixtures, threads),
+    }
+    return rows, inproc
 
 
 def bench_fairness(model: str, audio, env: dict, logdir: Path, long_seconds: float = 900) -> dict:
@@ -156,40 +229,26 @@ def bench_fairness(model: str, audio, env: dict, logdir: Path, long_seconds: flo
     sf.write(buf, long, rate, format="FLAC")
     upload = buf.getvalue()
     results = {}
+
+    def post(url: str, name: str, data: bytes, timeout: float) -> float:
+        began = time.perf_counter()
+        httpx.post(
+            url + "/v1/audio/transcriptions",
+            data={"model": "whisper", "language": "en"},
+            files={"file": (name, data)},
+            timeout=timeout,
+        ).raise_for_status()
+        return time.perf_counter() - began
+
     for label, cap in (("before", {"MAX_WINDOWS_PER_REQUEST": "0"}), ("after", {})):
-        port = free_port()
-        log = open(logdir / f"fairness-{label}.log", "wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "whisper_inference"],
-            env={**os.environ, **env, **cap, "PORT": str(port), "HOST": "127.0.0.1"},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"server exited; see {log.name}")
-                try:
-                    if httpx.get(url + "/ready", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.5)
-            run_http(url, "whisper", [jfk], 1)  # warm-up
-            alone = run_http(url, "whisper", [jfk] * 5, 1)
+        with ServerProcess({**env, **cap}, logdir / f"fairness-{label}.log").wait_ready(600) as server:
+            url = server.url
+            post(url, "jfk.wav", jfk[1], 600)  # warm-up
+            alone = sorted(post(url, "jfk.wav", jfk[1], 600) for _ in range(5))
             done: dict[str, float] = {}
 
             def long_request(url: str = url, done: dict[str, float] = done) -> None:
-                t = time.perf_counter()
-                httpx.post(
-                    url + "/v1/audio/transcriptions",
-                    data={"model": "whisper", "language": "en"},
-                    files={"file": ("long.flac", upload)},
-                    timeout=3600,
-                ).raise_for_status()
-                done["long_s"] = time.perf_counter() - t
+                done["long_s"] = post(url, "long.flac", upload, 3600)
 
             worker = threading.Thread(target=long_request)
             worker.start()
@@ -197,19 +256,13 @@ def bench_fairness(model: str, audio, env: dict, logdir: Path, long_seconds: flo
                 time.sleep(0.05)
             latencies = []
             while worker.is_alive():
-                t = time.perf_counter()
-                httpx.post(
-                    url + "/v1/audio/transcriptions",
-                    data={"model": "whisper", "language": "en"},
-                    files={"file": ("jfk.wav", jfk[1])},
-                    timeout=600,
-                ).raise_for_status()
+                took = post(url, "jfk.wav", jfk[1], 600)
                 if worker.is_alive():  # only requests that ran entirely alongside the upload count
-                    latencies.append(time.perf_counter() - t)
+                    latencies.append(took)
             worker.join()
             lat = sorted(latencies)
             results[label] = {
-                "jfk_alone_p50_s": alone["p50_s"],
+                "jfk_alone_p50_s": statistics.median(alone),
                 "jfk_during_long_requests": len(lat),
                 "jfk_during_long_p50_s": statistics.median(lat) if lat else None,
                 "jfk_during_long_p95_s": lat[min(len(lat) - 1, int(round(0.95 * (len(lat) - 1))))] if lat else None,
@@ -217,13 +270,6 @@ def bench_fairness(model: str, audio, env: dict, logdir: Path, long_seconds: flo
                 "long_audio_s": long_seconds,
             }
             print(f"  fairness {label}: {results[label]}", flush=True)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, 9)
-            log.close()
     return results
 
 
@@ -296,78 +342,66 @@ def _metric(url: str, name: str) -> str:
     return "0"
 
 
-def bench_in_process(model_path: str, audio) -> dict:
-    """The same engine and Transcriber the server uses, called directly: no HTTP, no multipart."""
-    from whisper_inference.config import load_settings
-    from whisper_inference.engine.vllm_engine import WhisperEngine
-    from whisper_inference.transcriber import Transcriber, TranscriptionJob
-
-    async def main():
-        settings = load_settings(model_id=model_path, max_num_seqs=16)
-        engine = WhisperEngine(settings, None)
-        await engine.start()
-        t = Transcriber(engine, settings)
-        await t.run(TranscriptionJob(audio["short"][0][1], language="en"))
-        results = {}
-        try:
-            for label, kind, conc, repeats in WORKLOADS:
-                items = workload_items(audio, kind, repeats)
-                sem = asyncio.Semaphore(conc)
-                lat = []
-
-                async def one(data, sem=sem, lat=lat):  # bound now: each workload has its own
-                    async with sem:
-                        s = time.perf_counter()
-                        await t.run(TranscriptionJob(data, language="en"))
-                        lat.append(time.perf_counter() - s)
-
-                began = time.perf_counter()
-                await asyncio.gather(*(one(i[1]) for i in items))
-                results[label] = summarize(lat, time.perf_counter() - began, sum(i[2] for i in items))
-                print(f"  in-proc {label:10s} RTFx {results[label]['rtfx']:6.2f}", flush=True)
-        finally:
-            engine.shutdown()
-        return results
-
-    return asyncio.run(main())
-
-
-def table(ours: dict, theirs: dict, inproc: dict, untimed: dict) -> str:
-    rows = ["| workload | server | req/s | RTFx | p50 s | p95 s | WER |", "| --- | --- | --- | --- | --- | --- | --- |"]
-
-    def ratio(label: str, name: str, o: dict, t: dict) -> str:
-        return (
-            f"| {label} | **{name}** | {o['req_per_s'] / t['req_per_s']:.2f}x | {o['rtfx'] / t['rtfx']:.2f}x "
-            f"| {o['p50_s'] / t['p50_s']:.2f}x | {o['p95_s'] / t['p95_s']:.2f}x | |"
-        )
-
-    for label, *_ in WORKLOADS:
-        servers = [("kubewhisper", ours), ("vllm serve", theirs)]
-        if label in untimed:
-            servers.insert(1, ("kubewhisper TIMESTAMPS=none", untimed))
-        for name, res in servers:
-            r = res[label]
-            rows.append(
-                f"| {label} | {name} | {r['req_per_s']:.2f} | {r['rtfx']:.2f} | {r['p50_s']:.2f} "
-                f"| {r['p95_s']:.2f} | {r['wer']:.3f} |"
+def target_rows(rows: dict[str, dict], inproc: dict[str, dict]) -> list[tuple[str, str, str, str, str, bool]]:
+    """Issue 13's targets, each as (target, row, workload, measured, goal, met), from this run's figures only."""
+    out = []
+    fw = rows[BASELINE]["results"]
+    for name in (CT2_JSON, CT2_VAD):
+        r = rows[name]["results"]
+        for w in r:
+            goal = 1.5 if w.endswith("c=8") else 1.0
+            ratio = r[w]["rtfx"] / fw[w]["rtfx"]
+            out.append(
+                ("RTFx vs faster-whisper int8 sequential", name, w, f"{ratio:.2f}x", f">= {goal}x", ratio >= goal)
             )
-        rows.append(ratio(label, "ours/theirs", ours[label], theirs[label]))
-        if label in untimed:
-            rows.append(ratio(label, "ours (none)/theirs", untimed[label], theirs[label]))
-    rows.append("")
-    rows.append(
-        f"Peak RSS (process tree): kubewhisper {ours['peak_rss_gb']:.2f} GB, vllm serve "
-        f"{theirs['peak_rss_gb']:.2f} GB (ratio {ours['peak_rss_gb'] / theirs['peak_rss_gb']:.2f}x); "
-        f"start-up to ready: {ours['startup_s']:.0f} s vs {theirs['startup_s']:.0f} s."
-    )
-    rows.append("")
-    rows.append("HTTP overhead (1 - RTFx through HTTP / RTFx in-process, same engine):")
-    for label, *_ in WORKLOADS:
-        rows.append(
-            f"- {label}: {100 * (1 - ours[label]['rtfx'] / inproc[label]['rtfx']):+.1f}% "
-            f"(HTTP {ours[label]['rtfx']:.2f} vs in-process {inproc[label]['rtfx']:.2f})"
+    for name in (CT2_JSON, CT2_VAD, VLLM_JSON, VLLM_VAD):
+        r = rows[name]["results"]
+        for s in ("short", "long"):
+            ours, seq = r[f"{s} c=1"]["wer"], fw[f"{s} c=1"]["wer"]
+            out.append(
+                ("mean WER vs faster-whisper sequential", name, s, f"{ours:.3f} vs {seq:.3f}", "<=", ours <= seq)
+            )
+    theirs = rows[VLLM_SERVE]["results"]
+    for name in (VLLM_JSON, VLLM_VAD):
+        r = rows[name]["results"]
+        for w in (w for w in ("long c=1", "long c=8") if w in r):
+            ratio = r[w]["rtfx"] / theirs[w]["rtfx"]
+            out.append(("long audio RTFx vs vllm serve", name, w, f"{ratio:.2f}x", ">= 1.0x", ratio >= 1.0))
+        ours, peer = r["long c=1"]["wer"], theirs["long c=1"]["wer"]
+        out.append(
+            ("long audio WER vs vllm serve", name, "long", f"{ours:.3f} vs {peer:.3f}", "<= half", ours <= peer / 2)
         )
-    return "\n".join(rows)
+    for engine in ("ctranslate2", "vllm"):
+        j, v = rows[f"kubewhisper {engine}, json"]["results"], rows[f"kubewhisper {engine}, verbose_json"]["results"]
+        for w in ("short c=1", "long c=1"):
+            ratio = j[w]["rtfx"] / v[w]["rtfx"]  # verbose_json's time over json's
+            out.append(
+                ("verbose_json time vs json", f"kubewhisper {engine}", w, f"{ratio:.2f}x", "<= 1.2x", ratio <= 1.2)
+            )
+    for name, base in inproc.items():
+        for w, r in base["results"].items():
+            overhead = 1 - rows[name]["results"][w]["rtfx"] / r["rtfx"]
+            out.append(("HTTP overhead vs in-process", name, w, f"{100 * overhead:+.1f}%", "<= 5%", overhead <= 0.05))
+    return out
+
+
+def targets_table(targets: list[tuple[str, str, str, str, str, bool]]) -> str:
+    lines = ["| target | row | workload | measured | goal | |", "| --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {t} | {row} | {w} | {m} | {g} | {'met' if ok else 'NOT met'} |" for t, row, w, m, g, ok in targets]
+    met = sum(t[-1] for t in targets)
+    return "\n".join(lines) + f"\n\n{met} of {len(targets)} met."
+
+
+def versions() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = []
+    for dist in ("vllm", "vllm-cpu", "ctranslate2", "faster-whisper", "torch"):
+        try:
+            found.append(f"{dist} {version(dist)}")
+        except PackageNotFoundError:
+            pass
+    return ", ".join(found)
 
 
 def main() -> None:
@@ -376,151 +410,69 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
     ap.add_argument(
         "--only",
-        choices=["words-vad", "fairness", "repeated"],
-        help="one part alone: words-vad (word timestamps, VAD; in-process), fairness (JFK p95 during a long upload)",
+        choices=["table", "words-vad", "fairness", "repeated"],
+        help="one part alone: table (the side-by-side rows and targets), words-vad (word timestamps, VAD; "
+        "in-process), fairness (JFK p95 during a long upload), repeated (repeated speech)",
     )
     args = ap.parse_args()
     model = args.model or script("models.sh", "base")
     fixtures = Path(script("fixtures.sh"))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    audio = build_audio(fixtures, out)
-    print(
-        f"audio: {len(audio['short'])} short clips ({sum(c[2] for c in audio['short']):.0f} s), "
-        f"long {audio['long'][0][2]:.0f} s; model {model}",
-        flush=True,
+    threads = len(os.sched_getaffinity(0))
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    machine = (
+        f"{cpu_engines.machine()}, {psutil.virtual_memory().total / 2**30:.0f} GiB, no GPU; {versions()}; "
+        f"model {Path(model).name}, greedy, language en"
     )
-    from .words_vad import bench_words_vad, words_vad_table
-
-    words_vad_report = ""
-    if args.only not in ("fairness", "repeated"):
-        print("word timestamps and VAD (in-process):", flush=True)
-        words_vad = bench_words_vad(model, audio, fixtures, word_error_rate)
-        words_vad_report = (
-            f"Word timestamps and VAD, {date.today()}, {platform.machine()} {psutil.cpu_count()} CPUs, "
-            f"no GPU, model {Path(model).name}\n\n" + words_vad_table(words_vad)
+    parts: list[str] = []
+    if args.only in (None, "table"):
+        print(f"side by side ({machine}):", flush=True)
+        rows, inproc = bench_rows(model, fixtures, threads, out)
+        parts.append(
+            f"# make bench, {when}\n\n{machine}; {threads} threads for faster-whisper and the CTranslate2 engine "
+            f"(vLLM's CPU backend sets its own). Ratios: RTFx over {BASELINE}'s. Peak RSS: the server's process tree "
+            "over all its rows (faster-whisper: its process).\n\n"
+            + cpu_engines.table(rows, BASELINE)
+            + "\n\n## Issue 13's targets, from this run\n\n"
+            + targets_table(target_rows(rows, inproc))
         )
-    if args.only == "words-vad":
-        print("\n" + words_vad_report)
-        (out / "words-vad.md").write_text(words_vad_report + "\n")
-        (out / "words-vad.json").write_text(json.dumps(words_vad, indent=2))
+        (out / "results.json").write_text(json.dumps({"rows": rows, "in_process": inproc}, indent=1))
+        (out / "report.md").write_text("\n\n".join(parts) + "\n")
+        print("\n" + parts[-1], flush=True)
+    if args.only == "table":
         return
-    common = {
-        "HF_HUB_OFFLINE": "1",
-        "VLLM_CPU_KVCACHE_SPACE": "1",
-    }
-    ours_env = {
-        **common,
-        "MODEL_ID": model,
-        "SERVED_MODEL_NAME": "whisper",
-        "MAX_NUM_SEQS": "16",
-        "MAX_CONCURRENT_REQUESTS": "16",
-        "LOG_LEVEL": "warning",
-    }
-    if args.only == "repeated":
-        repeated = bench_repeated(audio, ours_env, out)
-        (out / "repeated.json").write_text(json.dumps(repeated, indent=2))
-        print(repeated_table(repeated))
-        return
-    if args.only == "fairness":
+    audio = build_audio(fixtures)
+    ours_env = {**SERVER_ENV, "MODEL_ID": model, "SERVED_MODEL_NAME": "whisper", "MAX_NUM_SEQS": "16",
+                "MAX_CONCURRENT_REQUESTS": "16"}  # fmt: skip
+    extras: list[tuple[str, str]] = []
+    if args.only in (None, "fairness"):
+        print("fairness:", flush=True)
         fairness = bench_fairness(model, audio, ours_env, out)
         (out / "fairness.json").write_text(json.dumps(fairness, indent=2))
-        print(fairness_table(fairness))
-        return
-    print("in-process engine:", flush=True)
-    inproc = bench_in_process(model, audio)
-    print("servers:", flush=True)
-    ours = bench_server(
-        "ours",
-        [sys.executable, "-m", "whisper_inference"],
-        {
-            **common,
-            "MODEL_ID": model,
-            "SERVED_MODEL_NAME": "whisper",
-            "MAX_NUM_SEQS": "16",
-            "MAX_CONCURRENT_REQUESTS": "16",
-            "LOG_LEVEL": "warning",
-        },
-        "/ready",
-        "whisper",
-        audio,
-        out,
-    )
-    # short clips are one window, decoded untimed under TIMESTAMPS=auto already: only long audio differs
-    untimed = bench_server(
-        "ours-none",
-        [sys.executable, "-m", "whisper_inference"],
-        {
-            **common,
-            "MODEL_ID": model,
-            "SERVED_MODEL_NAME": "whisper",
-            "MAX_NUM_SEQS": "16",
-            "MAX_CONCURRENT_REQUESTS": "16",
-            "LOG_LEVEL": "warning",
-            "TIMESTAMPS": "none",
-        },
-        "/ready",
-        "whisper",
-        audio,
-        out,
-        workloads=[w for w in WORKLOADS if w[1] == "long"],
-    )
-    theirs = bench_server(
-        "vllm",
-        [
-            sys.executable,
-            "-m",
-            "vllm.entrypoints.openai.api_server",
-            "--model",
-            model,
-            "--served-model-name",
-            "whisper",
-            "--dtype",
-            "float32",
-            "--max-model-len",
-            "448",
-            "--max-num-seqs",
-            "16",
-            "--enforce-eager",
-            "--host",
-            "127.0.0.1",
-        ],
-        common,
-        "/health",
-        "whisper",
-        audio,
-        out,
-    )
-    print("fairness:", flush=True)
-    fairness = bench_fairness(model, audio, ours_env, out)
-    print("repeated speech:", flush=True)
-    repeated = bench_repeated(audio, ours_env, out)
-    report = (
-        f"`make bench`, {date.today()}, {platform.machine()} {psutil.cpu_count()} CPUs, "
-        f"{psutil.virtual_memory().total / 2**30:.0f} GiB, no GPU, vllm-cpu 0.32.0, float32, "
-        f"model {Path(model).name}\n\n"
-        + table(ours, theirs, inproc, untimed)
-        + "\n\n"
-        + fairness_table(fairness)
-        + "\n\n"
-        + repeated_table(repeated)
-        + "\n\n"
-        + words_vad_report
-    )
-    print("\n" + report)
-    (out / "report.md").write_text(report + "\n")
-    (out / "results.json").write_text(
-        json.dumps(
-            {
-                "ours": ours,
-                "ours_timestamps_none": untimed,
-                "vllm": theirs,
-                "in_process": inproc,
-                "words_vad": words_vad,
-            },
-            indent=2,
+        extras.append(("fairness", "## Fairness (vLLM engine)\n\n" + fairness_table(fairness)))
+    if args.only in (None, "repeated"):
+        print("repeated speech:", flush=True)
+        repeated = bench_repeated(audio, ours_env, out)
+        (out / "repeated.json").write_text(json.dumps(repeated, indent=2))
+        extras.append(("repeated", "## Repeated speech (vLLM engine)\n\n" + repeated_table(repeated)))
+    if args.only in (None, "words-vad"):
+        from .words_vad import bench_words_vad, words_vad_table
+
+        print("word timestamps and VAD (in-process):", flush=True)
+        words_vad = bench_words_vad(model, audio, fixtures, word_error_rate)
+        (out / "words-vad.json").write_text(json.dumps(words_vad, indent=2))
+        extras.append(
+            ("words-vad", "## Word timestamps and VAD (vLLM engine, in-process)\n\n" + words_vad_table(words_vad))
         )
-    )
+    for name, text in extras:
+        print("\n" + text, flush=True)
+        if args.only is not None:
+            (out / f"{name}.md").write_text(f"{when}, {machine}\n\n{text}\n")
+        else:
+            parts.append(text)
+    if args.only is None:
+        (out / "report.md").write_text("\n\n".join(parts) + "\n")
 
 
 if __name__ == "__main__":
