@@ -269,7 +269,8 @@ async def transcriptions(
         Form(
             description='"auto" or a server_vad object (as JSON, or as chunking_strategy[type]=server_vad, '
             "chunking_strategy[threshold], [prefix_padding_ms], [silence_duration_ms] fields): windows from speech "
-            "found by Silero VAD, silence skipped; unset: CHUNKING_STRATEGY, else fixed windows"
+            'found by Silero VAD, silence skipped; "none" (not an OpenAI value): fixed windows even when the server '
+            "sets CHUNKING_STRATEGY; unset: CHUNKING_STRATEGY, else fixed windows"
         ),
     ] = None,
 ) -> Response:
