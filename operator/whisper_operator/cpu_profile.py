@@ -12,7 +12,7 @@ from typing import Any
 
 from .errors import SpecError
 from .nodes import LABEL_ARCH, matches_affinity, tolerates
-from .profile import Profile, engine_reason
+from .profile import Profile, chunking_reason, engine_reason
 from .spec import EndpointSpec
 
 LABEL_GPU_PRESENT = "nvidia.com/gpu.present"
@@ -77,6 +77,7 @@ def compute_cpu_profile(spec: EndpointSpec, nodes: list[dict[str, Any]]) -> Prof
         + ("" if names else ": the pods stay Pending until one joins"),
         f"dtype {CPU_DTYPE}: CPU",
         f"engine {spec.engine_name}: {engine_reason(spec)}",
+        chunking_reason(spec),
     ]
     return Profile(
         computeCapability="none",
@@ -89,6 +90,7 @@ def compute_cpu_profile(spec: EndpointSpec, nodes: list[dict[str, Any]]) -> Prof
         nodes=names,
         reasons=reasons,
         engine=spec.engine_name,
+        chunkingStrategy=spec.chunking.value,
         pin=[avoid_gpu_nodes_term()],
         sticky=None,
         on_cpu=True,

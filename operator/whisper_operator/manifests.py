@@ -119,6 +119,9 @@ def container_env(spec: EndpointSpec, profile: Profile, grace: int = 60) -> list
         env.append({"name": "MAX_AUDIO_SECONDS", "value": str(spec.max_audio_seconds)})
     if spec.window_seconds is not None:
         env.append({"name": "WHISPER_WINDOW_SECONDS", "value": f"{spec.window_seconds:g}"})
+    chunking = spec.chunking.env
+    if chunking is not None:  # none is the server's own default: the variable is left out
+        env.append({"name": "CHUNKING_STRATEGY", "value": chunking})
     if spec.api_key_secret_ref:
         # a file, not API_KEY: the kubelet refreshes a mounted Secret and the server re-reads API_KEY_FILE
         env.append({"name": "API_KEY_FILE", "value": f"{API_KEY_DIR}/api-key"})

@@ -86,6 +86,11 @@ def engine_reason(spec: EndpointSpec) -> str:
     return "CTranslate2 int8 on a CPU endpoint" if spec.on_cpu else "vLLM on GPUs"
 
 
+def chunking_reason(spec: EndpointSpec) -> str:
+    choice = spec.chunking
+    return f"chunkingStrategy {choice.value}: {choice.reason}"
+
+
 def check_spec(spec: EndpointSpec) -> None:
     """Rules that hold whatever the nodes (the webhook refuses them too)."""
     requirements(spec)
@@ -395,6 +400,7 @@ class Profile:
     nodes: list[str]
     reasons: list[str] = field(default_factory=list)
     engine: str = "vllm"
+    chunkingStrategy: str = "none"  # the server's CHUNKING_STRATEGY (chunking.choose_chunking)
     # nodeSelectorTerms pinning the pods (merged into spec.affinity) and the sticky class: not part of status.profile
     pin: list[dict[str, Any]] = field(default_factory=list)
     sticky: StickyClass | None = None
@@ -444,8 +450,14 @@ def compute_profile(
         useFlashInfer=settings.use_flashinfer,
         placement=pool.placement,
         nodes=sorted(n.name for n in pool.nodes),
-        reasons=[*pool.reasons, *settings.reasons, f"engine {spec.engine_name}: {engine_reason(spec)}"],
+        reasons=[
+            *pool.reasons,
+            *settings.reasons,
+            f"engine {spec.engine_name}: {engine_reason(spec)}",
+            chunking_reason(spec),
+        ],
         engine=spec.engine_name,
+        chunkingStrategy=spec.chunking.value,
         pin=pool.pin,
         sticky=pool.sticky,
     )

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from .chunking import ENV_NAME, ChunkingChoice, check_chunking_strategy, choose_chunking, env_override
 from .errors import SpecError
 
 IntOrPercent = int | str
@@ -75,6 +76,7 @@ class EndpointSpec(_Model):
     language_force: str | None = None
     max_audio_seconds: int | None = None
     window_seconds: float | None = None
+    chunking_strategy: str | None = Field(None, max_length=1024)
     termination_grace_period_seconds: int | None = None
     resources: Resources = Field(default_factory=lambda: Resources.model_validate({}))
     node_selector: dict[str, str] = Field(default_factory=dict)
@@ -91,6 +93,30 @@ class EndpointSpec(_Model):
         cache = self.model_cache
         if self.model_image and cache and cache.read_only and cache.mount_path.rstrip("/") == MODELS_DIR:
             raise ValueError(f"modelImage copies into {MODELS_DIR}, which modelCache mounts read-only")
+        return self
+
+    @field_validator("chunking_strategy")
+    @classmethod
+    def _chunking_strategy(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        return check_chunking_strategy(v)
+
+    @model_validator(mode="after")
+    def _one_chunking_strategy(self) -> EndpointSpec:
+        entry = env_override(self.env)
+        if entry is None:
+            return self
+        if self.chunking_strategy is not None:
+            raise ValueError(
+                f"chunkingStrategy and an env entry {ENV_NAME} both set the server's chunking strategy: keep one "
+                "(chunkingStrategy is the typed field)"
+            )
+        if isinstance(entry.get("value"), str) and entry["value"].strip():
+            try:  # the server would refuse it at start-up, in a crash loop
+                check_chunking_strategy(entry["value"])
+            except ValueError as exc:
+                raise ValueError(f"env {ENV_NAME} {exc}") from None
         return self
 
     @property
@@ -110,6 +136,12 @@ class EndpointSpec(_Model):
             return self.engine
         return "ctranslate2" if self.on_cpu else "vllm"
 
+    @property
+    def chunking(self) -> ChunkingChoice:
+        """The server's CHUNKING_STRATEGY: the spec's, else spec.env's, else auto on CPU endpoints (VAD windows) and
+        none on GPU endpoints."""
+        return choose_chunking(self.chunking_strategy, self.on_cpu, self.env)
+
 
 def parse_spec(raw: dict[str, Any] | None) -> EndpointSpec:
     """The typed spec of a WhisperEndpoint. A spec the model refuses (only possible when the CRD in the cluster is
@@ -119,4 +151,5 @@ def parse_spec(raw: dict[str, Any] | None) -> EndpointSpec:
     except ValidationError as e:
         first = e.errors()[0]
         where = "".join(f".{p}" for p in first["loc"])
-        raise SpecError("InvalidSpec", f"spec{where}: {first['msg']}") from e
+        msg = first["msg"].removeprefix("Value error, ")  # pydantic's prefix for our validators' ValueErrors
+        raise SpecError("InvalidSpec", f"spec{where}: {msg}") from e

@@ -55,6 +55,7 @@ def test_cpu_endpoint_runs_off_gpu_nodes_with_its_model_image(api, operator, cpu
     assert c.image.endswith("-cpu") and c.security_context.read_only_root_filesystem is True
     env = env_of(dep)
     assert env["DTYPE"] == "float32" and env["ENGINE"] == "ctranslate2" and env["MODEL_ID"] == "/models/whisper-base"
+    assert env["CHUNKING_STRATEGY"] == "auto"  # the CPU pool's default: VAD windows
     assert not pod_spec.tolerations
     (init,) = pod_spec.init_containers
     assert init.image == MODEL_IMAGE and init.image_pull_policy == "IfNotPresent"
@@ -82,6 +83,7 @@ def test_cpu_endpoint_runs_off_gpu_nodes_with_its_model_image(api, operator, cpu
     assert (
         st["accelerator"] == "cpu" and st["profile"]["placement"] == "CPU" and st["profile"]["engine"] == "ctranslate2"
     )
+    assert st["profile"]["chunkingStrategy"] == "auto"  # kept by the CRD's status schema, not pruned
     assert "gpuClass" not in st and condition(body, "GPUCompatible")["reason"] == "NoGPURequested"
     assert condition(body, "Degraded")["status"] == "False"
 

@@ -179,6 +179,8 @@ def test_cpu_endpoint_becomes_ready(kube: Kube) -> None:
     assert "nvidia.com/gpu" not in limits and "cpu" in limits and "memory" in limits
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["DTYPE"] == "float32"
+    # the CPU pool's default: VAD windows (the example sets no chunkingStrategy)
+    assert env["CHUNKING_STRATEGY"] == "auto" and we["status"]["profile"]["chunkingStrategy"] == "auto"
     assert container["startupProbe"]["httpGet"]["path"] == "/ready"
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
 

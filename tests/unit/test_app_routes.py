@@ -74,3 +74,17 @@ def test_not_ready_is_503_openai_shaped(app):
     )
     assert r.status_code == 503 and r.headers["retry-after"] == "5"
     assert r.json()["error"]["code"] == "not_ready"
+
+
+@pytest.mark.parametrize("path", ["/v1/audio/transcriptions", "/v1/audio/translations"])
+def test_chunking_strategy_is_read_by_both_routes(app, path):
+    """Both routes parse chunking_strategy (translations as our extension, so that a request can opt out of
+    CHUNKING_STRATEGY there too) before anything needs the engine: a bad value is a 400 naming it, none is
+    accepted (the request goes on and stops at the missing file)."""
+    client = TestClient(app)
+    auth = {"Authorization": "Bearer k1"}
+    form = {"model": "whisper-1"}
+    r = client.post(path, headers=auth, data={**form, "chunking_strategy": "sometimes"}, files={"x": ("x", b"")})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "chunking_strategy", r.text
+    r = client.post(path, headers=auth, data={**form, "chunking_strategy": "none"}, files={"x": ("x", b"")})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "file", r.text

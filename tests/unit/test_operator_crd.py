@@ -8,6 +8,8 @@ import jsonschema
 import pytest
 import yaml
 
+from whisper_operator.profile import Profile
+
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
 CRD = yaml.safe_load((ROOT / "crds/whisperendpoints.yaml").read_text())
@@ -73,3 +75,10 @@ def test_samples_validate(sample):
 def test_bad_specs_refused_by_schema(spec):
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"spec": spec}, _jsonschema(SCHEMA))
+
+
+def test_status_profile_schema_holds_every_profile_field():
+    """The API server prunes status fields its schema does not list: every key of status.profile must be there."""
+    written = set(Profile("none", "none", "float32", "auto", "none", False, "CPU", []).status())
+    listed = set(SCHEMA["properties"]["status"]["properties"]["profile"]["properties"])
+    assert written == listed

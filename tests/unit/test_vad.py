@@ -34,6 +34,17 @@ def test_chunking_strategy_forms():
     assert form_chunking({"chunking_strategy": "auto"}) == "auto"
 
 
+def test_none_opts_out_of_the_server_default():
+    """chunking_strategy=none (our extension): fixed windows, also when CHUNKING_STRATEGY sets a default; the route
+    uses the server default only when the request sends no chunking_strategy at all."""
+    assert chunking_options("none") is None and chunking_options(" none ") is None
+    assert form_chunking({"chunking_strategy": "none"}) == "none"
+    for server in ("none", ""):
+        assert load_settings(model_id="m", chunking_strategy=server).default_vad is None
+    with pytest.raises(ValueError, match='"none"'):
+        chunking_options("None of it")
+
+
 @pytest.mark.parametrize(
     "bad",
     [
@@ -44,6 +55,7 @@ def test_chunking_strategy_forms():
         {"type": "server_vad", "silence_duration_ms": -1},
         {"type": "server_vad", "prefix_padding_ms": "lots"},
         {"type": "server_vad", "extra": 1},
+        '{"type": "server_vad", "silence_duration_ms": 1e400}',  # int(inf): OverflowError, was a 500
         ["auto"],
     ],
 )

@@ -234,6 +234,15 @@ PromptParam = Annotated[
 FormatParam = Annotated[str, Form(description="json, text, srt, verbose_json or vtt")]
 TemperatureParam = Annotated[float, Form(description="0 for greedy decoding; up to 1 samples")]
 StreamParam = Annotated[bool, Form(description="true: Server-Sent Events transcript.text.delta / transcript.text.done")]
+ChunkingParam = Annotated[
+    str | None,
+    Form(
+        description='"auto" or a server_vad object (as JSON, or as chunking_strategy[type]=server_vad, '
+        "chunking_strategy[threshold], [prefix_padding_ms], [silence_duration_ms] fields): windows from speech "
+        'found by Silero VAD, silence skipped; "none" (not an OpenAI value): fixed windows even when the server '
+        "sets CHUNKING_STRATEGY; unset: CHUNKING_STRATEGY, else fixed windows"
+    ),
+]
 
 
 @router.post("/v1/audio/transcriptions", summary="Transcribe audio into the input language")
@@ -264,14 +273,7 @@ async def transcriptions(
             description="srt/vtt only (not an OpenAI field): cues of at most this many timed words; 0: one per segment"
         ),
     ] = None,
-    chunking_strategy: Annotated[
-        str | None,
-        Form(
-            description='"auto" or a server_vad object (as JSON, or as chunking_strategy[type]=server_vad, '
-            "chunking_strategy[threshold], [prefix_padding_ms], [silence_duration_ms] fields): windows from speech "
-            "found by Silero VAD, silence skipped; unset: CHUNKING_STRATEGY, else fixed windows"
-        ),
-    ] = None,
+    chunking_strategy: ChunkingParam = None,
 ) -> Response:
     return await handle(
         request,
@@ -300,6 +302,8 @@ async def translations(
     prompt: PromptParam = None,
     response_format: FormatParam = "json",
     temperature: TemperatureParam = 0.0,
+    # not an OpenAI field of translations: here so that a request can opt out of (or into) CHUNKING_STRATEGY too
+    chunking_strategy: ChunkingParam = None,
 ) -> Response:
     return await handle(
         request,
@@ -311,4 +315,5 @@ async def translations(
         prompt=prompt,
         response_format=response_format,
         temperature=temperature,
+        chunking=form_chunking(await request.form()) if chunking_strategy is None else chunking_strategy,
     )

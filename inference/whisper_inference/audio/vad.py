@@ -149,23 +149,24 @@ def speech_windows(
 
 
 def chunking_options(value: object) -> VadOptions | None:
-    """OpenAI's chunking_strategy -> VAD options: None or "" (off: the upload is cut in fixed windows), "auto",
-    or {"type": "server_vad", "threshold", "prefix_padding_ms", "silence_duration_ms"} (a dict or its JSON text).
-    Raises ValueError with the reason."""
-    if value is None or (isinstance(value, str) and not value.strip()):
+    """OpenAI's chunking_strategy -> VAD options: None, "" or "none" (off: the upload is cut in fixed windows;
+    "none" is our extension, so that a request can opt out of a server default), "auto", or {"type": "server_vad",
+    "threshold", "prefix_padding_ms", "silence_duration_ms"} (a dict or its JSON text). Raises ValueError with the
+    reason."""
+    if value is None or (isinstance(value, str) and value.strip() in ("", "none")):
         return None
     if isinstance(value, str):
         text = value.strip()
         if text == "auto":
             return VadOptions()
         if not text.startswith("{"):
-            raise ValueError(f'must be "auto" or a server_vad object; got {text!r}')
+            raise ValueError(f'must be "auto", "none" or a server_vad object; got {text!r}')
         try:
             value = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ValueError(f"is not valid JSON: {exc.msg}") from None
     if not isinstance(value, dict):
-        raise ValueError('must be "auto" or a server_vad object')
+        raise ValueError('must be "auto", "none" or a server_vad object')
     unknown = set(value) - {"type", "threshold", "prefix_padding_ms", "silence_duration_ms"}
     if value.get("type") != "server_vad":
         raise ValueError(f'type must be "server_vad"; got {value.get("type")!r}')
@@ -176,7 +177,7 @@ def chunking_options(value: object) -> VadOptions | None:
         threshold = float(value.get("threshold", defaults.threshold))
         prefix = int(value.get("prefix_padding_ms", defaults.prefix_padding_ms))
         silence = int(value.get("silence_duration_ms", defaults.silence_duration_ms))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: int() of a JSON 1e400
         raise ValueError("threshold must be a number, prefix_padding_ms and silence_duration_ms integers") from None
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be between 0 and 1; got {threshold}")
