@@ -24,8 +24,9 @@ from ..cpu import usable_cores
 from ..languages import all_codes
 from .batcher import Batcher, BatchKey, EncoderCache, Work
 from .ct2_model import find_or_convert
+from .interface import EngineProfile, Generation
 from .text import EngineError, EngineText
-from .vllm_engine import EngineProfile, Generation
+from .tokenizer import WhisperTokenizer
 from .vocab import WhisperVocab
 
 log = logging.getLogger(__name__)
@@ -92,11 +93,11 @@ class CT2Engine(EngineText):
 
     def _load(self) -> None:
         import ctranslate2
-        from transformers import AutoTokenizer
 
-        self._tokenizer = AutoTokenizer.from_pretrained(self.settings.model_id)
-        v = self._vocab = WhisperVocab.from_tokenizer(self._tokenizer, all_codes())
         path = find_or_convert(self.settings.model_id)
+        # tokenizers alone, not transformers: its import would bring torch into this process
+        self._tokenizer = WhisperTokenizer.from_model(self.settings.model_id, path)
+        v = self._vocab = WhisperVocab.from_tokenizer(self._tokenizer, all_codes())
         log.info(
             "loading CTranslate2 model %s: int8, %d threads, batches of up to %d", path, self.threads, self.max_batch
         )
