@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -57,6 +58,7 @@ def find_or_convert(model_id: str, cache: Path | None = None) -> Path:
         [sys.executable, "-m", __name__, model_id, str(tmp)], capture_output=True, text=True, check=False
     )
     if done.returncode != 0:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise RuntimeError(f"converting {model_id} to CTranslate2 failed: {done.stderr.strip()[-2000:]}")
     if not is_ct2_model(dst):  # another process may have finished first
         tmp.replace(dst)
