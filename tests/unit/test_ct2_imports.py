@@ -1,6 +1,6 @@
-"""A server with ENGINE=ctranslate2 never imports torch, transformers or vLLM (about 1.4 GiB of resident memory it
-would never use); only a request for word timestamps loads torch, in the Aligner. Each check runs in a fresh
-interpreter: this test process has imported them already."""
+"""A server with ENGINE=ctranslate2 never imports torch, transformers or vLLM (memory it would never use); only a
+request for word timestamps loads torch, in the Aligner. Each check runs in a fresh interpreter: this test process
+has imported them already."""
 
 from __future__ import annotations
 

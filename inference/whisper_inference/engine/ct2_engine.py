@@ -1,5 +1,6 @@
-"""Whisper on CTranslate2, int8 on CPU: the engine for CPU pools (ENGINE=ctranslate2), behind the interface of
-engine/vllm_engine.py.
+"""Whisper on CTranslate2, int8 on CPU: the engine for CPU pools (ENGINE=ctranslate2), behind the Engine protocol
+of engine/interface.py, as the vLLM engine. Its process imports neither torch nor transformers (its tokenizer is
+engine/tokenizer.py; a conversion runs in a child process): only word timestamps load torch, in the aligner.
 
 Windows from all requests are batched (engine/batcher.py); each window's audio is encoded once and the encoder
 output reused by language detection and temperature fallback. Timestamps follow CTranslate2's own rules (a

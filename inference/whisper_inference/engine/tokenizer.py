@@ -1,9 +1,9 @@
 """Whisper's tokenizer read from the model's tokenizer.json with the `tokenizers` library alone.
 
 The CTranslate2 engine uses it instead of transformers' AutoTokenizer, whose import brings torch into the server
-process (about 1.4 GiB of resident memory that a CTranslate2 server never uses). It offers the methods of a
-transformers tokenizer that engine/text.py and engine/vocab.py call, with the same results (tests/unit/test_tokenizer.py
-compares them on the real models).
+process (memory a CTranslate2 server never uses: `make bench-cpu` reports its peak RSS). It offers the methods of a
+transformers tokenizer that engine/text.py and engine/vocab.py call, with the same results (tests/unit/
+test_tokenizer.py compares them on the real checkpoints).
 """
 
 from __future__ import annotations
