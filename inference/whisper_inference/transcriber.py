@@ -15,11 +15,11 @@ from .audio.windows import Window, is_quiet, speech_level, split_windows
 from .audio.worker import DecodePool
 from .config import Settings
 from .engine.alignment import Aligner, align_words
+from .engine.interface import Engine, Generation
 from .engine.prompts import decoder_prompt
 from .engine.repetition import is_loop
 from .engine.segments import RawSegment, decoded_until, split_segments
 from .engine.token_logprobs import TokenLogprob
-from .engine.vllm_engine import Generation, WhisperEngine
 from .engine.words import Word
 
 T = TypeVar("T")
@@ -190,7 +190,7 @@ def is_silence(no_speech_prob: float | None, raw: list[RawSegment]) -> bool:
 class Transcriber:
     def __init__(
         self,
-        engine: WhisperEngine,
+        engine: Engine,
         settings: Settings,
         audio: DecodePool | None = None,
         on_redecode: Callable[[], None] | None = None,

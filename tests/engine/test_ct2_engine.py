@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -24,6 +25,18 @@ def ct2_tiny(start_server, model_tiny_en):
 @pytest.fixture(scope="module")
 def ct2_base(start_server, model_base):
     return start_server(model_base, ENGINE="ctranslate2", SERVED_MODEL_NAME="whisper-base")
+
+
+def torch_libraries(pid: int) -> set[str]:
+    """The torch shared libraries (libtorch*, libc10*) mapped into a process."""
+    paths = {line.split()[-1] for line in Path(f"/proc/{pid}/maps").read_text().splitlines() if "/" in line}
+    return {p for p in paths if Path(p).name.startswith(("libtorch", "libc10"))}
+
+
+def vm_hwm_mib(pid: int) -> int:
+    """The process's peak resident memory (VmHWM), MiB."""
+    line = next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith("VmHWM:"))
+    return int(line.split()[1]) // 1024
 
 
 def client(server) -> OpenAI:
@@ -115,3 +128,39 @@ def test_stream_gives_the_text(ct2_base, fixtures_dir):
     assert events[-1].type == "transcript.text.done"
     deltas = "".join(e.delta for e in events[:-1])
     assert deltas == events[-1].text and wer(text, deltas) < 0.15, deltas
+
+
+@pytest.mark.parametrize("model", ["ct2_tiny", "ct2_base"])
+def test_the_server_process_never_loads_torch(request, fixtures_dir, model, record_property):
+    """CTranslate2 needs neither torch nor transformers: after transcriptions the server's process (not only its
+    imports: the tokenizer and the model loading too) has no torch library mapped. Its peak memory is reported
+    (`-rA` or the junit XML); the side-by-side numbers are `make bench-cpu`'s."""
+    server = request.getfixturevalue(model)
+    for fmt in ("json", "verbose_json"):
+        with open(fixtures_dir / "jfk.wav", "rb") as f:
+            out = client(server).audio.transcriptions.create(
+                model="whisper", file=f, response_format=fmt, language="en"
+            )
+        assert wer(reference(fixtures_dir, "jfk"), out.text) < 0.15, out.text
+    assert torch_libraries(server.proc.pid) == set()
+    peak = vm_hwm_mib(server.proc.pid)
+    record_property("VmHWM_MiB", peak)
+    print(f"{model} server VmHWM: {peak} MiB")
+
+
+def test_word_timestamps_load_torch_on_demand(start_server, model_tiny_en, fixtures_dir):
+    """The aligner (the checkpoint in torch) is the one part that needs torch: it is loaded by the first request
+    for words, in a server of its own here so that the other tests' server stays without it."""
+    server = start_server(model_tiny_en, ENGINE="ctranslate2", SERVED_MODEL_NAME="whisper-tiny.en")
+    try:
+        assert torch_libraries(server.proc.pid) == set()
+        with open(fixtures_dir / "jfk.wav", "rb") as f:
+            out = client(server).audio.transcriptions.create(
+                model="whisper", file=f, response_format="verbose_json", timestamp_granularities=["word"]
+            )
+        words = [w.word.strip(" ,.").lower() for w in out.words or []]
+        assert words[:4] == ["and", "so", "my", "fellow"], words
+        assert all(a.start <= b.start for a, b in zip(out.words, out.words[1:], strict=False)), out.words
+        assert torch_libraries(server.proc.pid) != set()
+    finally:
+        server.stop()

@@ -48,8 +48,8 @@ def test_compression_ratio_flags_repetition():
 
 
 def attempt(tokens: list[int], logprobs: list[float], no_speech: float = 0.01, temperature: float = 0.0):
+    from whisper_inference.engine.interface import Generation
     from whisper_inference.engine.repetition import is_loop
-    from whisper_inference.engine.vllm_engine import Generation
     from whisper_inference.transcriber import Attempt
 
     return Attempt(Generation(tokens, [0.0] * len(tokens), no_speech), temperature, logprobs, is_loop(tokens))

@@ -12,9 +12,9 @@ import numpy as np
 from fastapi import FastAPI
 
 from ..config import Settings
+from ..engine.interface import Engine
 from ..engine.prompts import decoder_prompt
 from ..engine.select import build_engine
-from ..engine.vllm_engine import WhisperEngine
 from ..gpu import GpuInfo, detect_gpu
 from ..transcriber import Transcriber
 from . import routes_audio, routes_meta
@@ -42,7 +42,7 @@ def warm_up_upload() -> bytes:
     return buf.getvalue()
 
 
-async def warm_up(engine: WhisperEngine, transcriber: Transcriber) -> None:
+async def warm_up(engine: Engine, transcriber: Transcriber) -> None:
     """Decode, resample and generate once, so the first user request does not pay for lazy initialisation
     (the decode workers' forkserver, the resampler, the engine)."""
     # the first decode also starts the forkserver: not held to the per-upload deadline
@@ -83,7 +83,7 @@ async def watch_engine(state: ServerState, every_seconds: float = 1.0) -> None:
 
 def create_app(
     settings: Settings,
-    engine: WhisperEngine | None = None,
+    engine: Engine | None = None,
     gpu_detector: Callable[[], GpuInfo | None] = detect_gpu,
     on_fatal: Callable[[], None] | None = None,
 ) -> FastAPI:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from ..config import Settings
-from ..engine.vllm_engine import WhisperEngine
+from ..engine.interface import Engine
 from ..transcriber import Transcriber
 from .limits import AdmissionControl
 from .observe import Metrics
@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class ServerState:
     settings: Settings
-    engine: WhisperEngine
+    engine: Engine
     transcriber: Transcriber
     admission: AdmissionControl
     metrics: Metrics

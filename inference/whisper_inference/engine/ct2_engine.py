@@ -1,5 +1,6 @@
-"""Whisper on CTranslate2, int8 on CPU: the engine for CPU pools (ENGINE=ctranslate2), behind the interface of
-engine/vllm_engine.py.
+"""Whisper on CTranslate2, int8 on CPU: the engine for CPU pools (ENGINE=ctranslate2), behind the Engine protocol
+of engine/interface.py, as the vLLM engine. Its process imports neither torch nor transformers (its tokenizer is
+engine/tokenizer.py; a conversion runs in a child process): only word timestamps load torch, in the aligner.
 
 Windows from all requests are batched (engine/batcher.py); each window's audio is encoded once and the encoder
 output reused by language detection and temperature fallback. Timestamps follow CTranslate2's own rules (a
@@ -24,8 +25,9 @@ from ..cpu import usable_cores
 from ..languages import all_codes
 from .batcher import Batcher, BatchKey, EncoderCache, Work
 from .ct2_model import find_or_convert
+from .interface import EngineProfile, Generation
 from .text import EngineError, EngineText
-from .vllm_engine import EngineProfile, Generation
+from .tokenizer import WhisperTokenizer
 from .vocab import WhisperVocab
 
 log = logging.getLogger(__name__)
@@ -92,11 +94,11 @@ class CT2Engine(EngineText):
 
     def _load(self) -> None:
         import ctranslate2
-        from transformers import AutoTokenizer
 
-        self._tokenizer = AutoTokenizer.from_pretrained(self.settings.model_id)
-        v = self._vocab = WhisperVocab.from_tokenizer(self._tokenizer, all_codes())
         path = find_or_convert(self.settings.model_id)
+        # tokenizers alone, not transformers: its import would bring torch into this process
+        self._tokenizer = WhisperTokenizer.from_model(self.settings.model_id, path)
+        v = self._vocab = WhisperVocab.from_tokenizer(self._tokenizer, all_codes())
         log.info(
             "loading CTranslate2 model %s: int8, %d threads, batches of up to %d", path, self.threads, self.max_batch
         )

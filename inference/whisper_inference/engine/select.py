@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from ..config import Settings
 from ..gpu import GpuInfo
+from .interface import Engine
 
 
-def build_engine(settings: Settings, gpu_detector: Callable[[], GpuInfo | None]) -> Any:
+def build_engine(settings: Settings, gpu_detector: Callable[[], GpuInfo | None]) -> Engine:
     if settings.engine == "ctranslate2":
         from .ct2_engine import CT2Engine  # no vLLM import, no GPU probe
 

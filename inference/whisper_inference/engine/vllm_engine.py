@@ -7,7 +7,6 @@ import math
 import os
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -16,6 +15,7 @@ from ..config import Settings
 from ..cpu import affinity_cores, usable_cores, vllm_thread_env
 from ..gpu import GpuInfo, choose_dtype, choose_kv_cache_dtype
 from ..languages import all_codes
+from .interface import EngineProfile, Generation
 from .text import EngineDead, EngineError, EngineText
 from .timestamp_rules import EXTRA_ARG, LOGITS_PROCESSOR
 from .vocab import WhisperVocab
@@ -27,24 +27,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 NO_SPEECH_TOP_K = 20
-
-
-@dataclass(frozen=True)
-class EngineProfile:
-    """What the engine was started with, and why (reported by /health and the logs)."""
-
-    dtype: str
-    dtype_reason: str
-    kv_cache_dtype: str
-    attention_backend: str | None
-    device: str
-
-
-@dataclass
-class Generation:
-    tokens: list[int]
-    logprobs: list[float]
-    no_speech_prob: float | None
 
 
 def build_profile(settings: Settings, gpu: GpuInfo | None) -> EngineProfile:
