@@ -38,7 +38,7 @@ test: ## install what is needed (images included), then run every test tier (uni
 test-unit: ## only the unit tier: offline, nothing downloaded, no server, no vLLM import (under a minute)
 	@$(PY) -m pytest -m unit $(PYTEST_ARGS)
 
-bench: ## benchmark this server against vLLM's own OpenAI server, side by side
+bench: ## every row side by side (this server on vLLM and CTranslate2, vllm serve, faster-whisper), targets; bench/results/report.md
 	@set -e; py=$(PY); scripts/models.sh base >/dev/null; scripts/fixtures.sh >/dev/null; $$py -m bench.run
 
 bench-cpu: ## CPU engines side by side: ENGINE=ctranslate2 vs faster-whisper int8 sequential and batched+VAD
