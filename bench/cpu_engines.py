@@ -75,7 +75,9 @@ def run_workload(transcribe, items: list[Item], concurrency: int) -> dict:
 
 
 def run_all(transcribe, sets: dict[str, list[Item]]) -> dict:
-    transcribe(sets["short"][0])  # warm-up, not timed
+    # warm-up, not timed: a server's first requests after start (and its first long one) run slower than the rest
+    for item in [*sets["short"], sets["long"][0]]:
+        transcribe(item)
     return {f"{name} c={c}": run_workload(transcribe, items, c) for name, items in sets.items() for c in CONCURRENCY}
 
 

@@ -31,7 +31,9 @@ from .tokenizer import WhisperTokenizer
 from .vocab import WhisperVocab
 
 log = logging.getLogger(__name__)
-DEFAULT_MAX_BATCH = 16  # MAX_NUM_SEQS unset
+# MAX_NUM_SEQS unset. On CPU a bigger batch is not faster (the encoder is compute-bound either way) but its working
+# memory grows with it (make bench: README, CPU engines).
+DEFAULT_MAX_BATCH = 8
 
 
 def threads_for(settings: Settings) -> tuple[int, str]:
