@@ -1,13 +1,15 @@
 """Whisper's log-mel spectrogram of one window, in NumPy (what the CTranslate2 engine feeds its encoder).
 
-The same computation as openai/whisper's log_mel_spectrogram: a 400-sample Hann STFT every 160 samples over the
-window padded to 30 s, power spectrum through Slaney-normalised mel filters (librosa's, as openai/whisper ships
-them), log10 floored at 1e-10, clamped to 8 below the maximum, scaled to about [-1, 1].
+A 400-sample Hann STFT every 160 samples, power spectrum through Slaney-normalised mel filters (librosa's, as
+openai/whisper ships them), log10 floored at 1e-10, clamped to 8 below the maximum, scaled to about [-1, 1]: the
+computation of openai/whisper's log_mel_spectrogram. What fills the 30 s input past the window's audio is a choice
+(see log_mel).
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
 import numpy as np
 
@@ -31,15 +33,28 @@ def hann() -> np.ndarray:
     return (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)).astype(np.float32)
 
 
-def log_mel(samples: np.ndarray, n_mels: int) -> np.ndarray:
-    """[n_mels, 3000] float32 for up to 30 s of 16 kHz mono audio (longer input is cut at 30 s)."""
-    audio = np.zeros(WINDOW_SAMPLES, np.float32)
+def log_mel(samples: np.ndarray, n_mels: int, padding: Literal["features", "audio"] = "features") -> np.ndarray:
+    """[n_mels, 3000] float32 for up to 30 s of 16 kHz mono audio (longer input is cut at 30 s).
+
+    padding="features" (decoding): the spectrum of the window's own samples and one hop of silence after them, the
+    frames past them 0 (a faint floor once scaled), as faster-whisper's transcribe computes its input; on the
+    benchmark's clips the encoder hears more words this way (README, CPU engines). padding="audio" (language
+    detection): openai/whisper's, the spectrum of the audio zero-padded to 30 s, whose padding sits at the clamp, 8
+    below the maximum.
+    """
     part = np.asarray(samples, dtype=np.float32)[:WINDOW_SAMPLES]
-    audio[: len(part)] = part
+    if padding == "audio":
+        audio = np.zeros(WINDOW_SAMPLES, np.float32)
+        audio[: len(part)] = part
+    else:
+        audio = np.concatenate([part, np.zeros(HOP, np.float32)])
     padded = np.pad(audio, N_FFT // 2, mode="reflect")  # torch.stft(center=True)
-    frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP][:FRAMES]
-    power = np.abs(np.fft.rfft(frames * hann(), axis=-1)).astype(np.float32) ** 2  # [3000, 201]
-    mel = mel_filters(n_mels) @ power.T  # [n_mels, 3000]
+    count = min(len(audio) // HOP, FRAMES)  # center=True gives one frame more, and Whisper drops the last
+    frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP][:count]
+    power = np.abs(np.fft.rfft(frames * hann(), axis=-1)).astype(np.float32) ** 2  # [count, 201]
+    mel = mel_filters(n_mels) @ power.T  # [n_mels, count]
     logs = np.log10(np.maximum(mel, 1e-10))
     logs = np.maximum(logs, logs.max() - 8.0)
-    return ((logs + 4.0) / 4.0).astype(np.float32)
+    out = np.zeros((n_mels, FRAMES), np.float32)
+    out[:, :count] = (logs + 4.0) / 4.0
+    return out

@@ -132,8 +132,8 @@ class Batcher:
 
 
 class EncoderCache:
-    """Encoder outputs by window: a window's audio is encoded once, then reused by its language detection and
-    every temperature-fallback attempt. Keyed by the samples array itself (the same object the transcriber passes
+    """Encoder outputs by window: a window's audio is encoded once, then reused by every temperature-fallback
+    attempt. Keyed by the samples array itself (the same object the transcriber passes
     each time), dropped when that array is freed, and at most `capacity` entries (oldest first)."""
 
     def __init__(self, capacity: int):

@@ -3,7 +3,7 @@ of engine/interface.py, as the vLLM engine. Its process imports neither torch no
 engine/tokenizer.py; a conversion runs in a child process): only word timestamps load torch, in the aligner.
 
 Windows from all requests are batched (engine/batcher.py); each window's audio is encoded once and the encoder
-output reused by language detection and temperature fallback. Timestamps follow CTranslate2's own rules (a
+output reused by temperature fallback (language detection hears it padded otherwise: audio/mel.py). Timestamps follow CTranslate2's own rules (a
 timed prompt ends at the task token, and CTranslate2 forces the first token to be a timestamp, at most 1 s in).
 CTranslate2's Whisper returns a sequence score, not per-token log-probabilities, and whole sequences, not steps:
 each token's logprob is the sequence's mean (what faster-whisper's avg_logprob is), and a stream gets a window's
@@ -147,10 +147,19 @@ class CT2Engine(EngineText):
             outputs.append(enc)
         return ctranslate2.StorageView.from_array(np.ascontiguousarray(np.stack(outputs)))
 
+    def _detect(self, items: list[Work]) -> Sequence[Any]:
+        """Language detection hears the window as openai/whisper pads it (faster-whisper's padding took the German
+        fixture for Latin), so its encoding is its own, not the cached one the window's decoding uses."""
+        import ctranslate2
+
+        mels = np.stack([log_mel(w.samples, self._model.n_mels, padding="audio") for w in items])
+        features = self._model.encode(ctranslate2.StorageView.from_array(mels), to_cpu=True)
+        return self._model.detect_language(features)
+
     def _run_batch(self, key: BatchKey, items: list[Work]) -> Sequence[Any]:
-        features = self._encoded(items)
         if key.kind == "detect":
-            return self._model.detect_language(features)
+            return self._detect(items)
+        features = self._encoded(items)
         t = key.temperature
         if t > 0 and key.seed is not None:
             import ctranslate2
