@@ -32,8 +32,9 @@ def main() -> None:
     from whisper_inference.transcriber import Transcriber, TranscriptionJob
 
     engine_name, model, fixtures, threads = sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])
-    overrides = {"cpu_threads": threads} if engine_name == "ctranslate2" else {}
-    settings = load_settings(model_id=model, engine=engine_name, max_num_seqs=16, **overrides)
+    # as the HTTP rows: CTranslate2 with its own batch size and the cores as threads, vLLM with batches of 16
+    overrides = {"cpu_threads": threads} if engine_name == "ctranslate2" else {"max_num_seqs": 16}
+    settings = load_settings(model_id=model, engine=engine_name, **overrides)
     loop = asyncio.new_event_loop()
     threading.Thread(target=loop.run_forever, daemon=True).start()
     engine = build_engine(settings, lambda: None)

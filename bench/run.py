@@ -173,9 +173,9 @@ def bench_rows(model: str, fixtures: Path, threads: int, logs: Path) -> tuple[di
     for name, kind in FW_ROWS.items():
         rows[name] = cpu_engines.in_worker(kind, str(ct2_dir), threads, fixtures)
         print(f"  {name}: {summary(rows[name])}", flush=True)
-    ours = {"MODEL_ID": model, "SERVED_MODEL_NAME": "whisper", "MAX_NUM_SEQS": "16", "MAX_CONCURRENT_REQUESTS": "16"}
+    ours = {"MODEL_ID": model, "SERVED_MODEL_NAME": "whisper", "MAX_CONCURRENT_REQUESTS": "16"}
     rows |= bench_server(
-        {**ours, "ENGINE": "ctranslate2", "CPU_THREADS": str(threads)},
+        {**ours, "ENGINE": "ctranslate2", "CPU_THREADS": str(threads)},  # the engine's own batch size
         logs / "bench-ctranslate2.log",
         {
             "kubewhisper ctranslate2, json": {},
@@ -196,6 +196,7 @@ def bench_rows(model: str, fixtures: Path, threads: int, logs: Path) -> tuple[di
         ],
         ready_path="/health",
     )  # fmt: skip
+    ours["MAX_NUM_SEQS"] = "16"  # as vllm serve's --max-num-seqs (and this server's default on CPU)
     rows |= bench_server(
         ours,
         logs / "bench-vllm.log",
