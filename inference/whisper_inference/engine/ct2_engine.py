@@ -3,8 +3,9 @@ of engine/interface.py, as the vLLM engine. Its process imports neither torch no
 engine/tokenizer.py; a conversion runs in a child process): only word timestamps load torch, in the aligner.
 
 Windows from all requests are batched (engine/batcher.py); each window's audio is encoded once and the encoder
-output reused by temperature fallback (language detection hears it padded otherwise: audio/mel.py). Timestamps follow CTranslate2's own rules (a
-timed prompt ends at the task token, and CTranslate2 forces the first token to be a timestamp, at most 1 s in).
+output reused by temperature fallback (language detection hears the window padded otherwise: audio/mel.py).
+Timestamps follow CTranslate2's own rules (a timed prompt ends at the task token, and CTranslate2 forces the first
+token to be a timestamp, at most 1 s in).
 CTranslate2's Whisper returns a sequence score, not per-token log-probabilities, and whole sequences, not steps:
 each token's logprob is the sequence's mean (what faster-whisper's avg_logprob is), and a stream gets a window's
 text at once. Every window is decoded timed unless TIMESTAMPS=none (see ct2_prompt).
