@@ -62,6 +62,14 @@ CT2_VAD = "kubewhisper ctranslate2, json + VAD"
 VLLM_JSON = "kubewhisper vllm, json"
 VLLM_VAD = "kubewhisper vllm, json + VAD"
 VLLM_SERVE = "vllm serve, json"
+SERVER_ENV = {"HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1", "LOG_LEVEL": "warning"}
+BASELINE = "faster-whisper int8 sequential"
+FW_ROWS = {
+    BASELINE: "sequential",
+    "faster-whisper fp32 sequential": "fp32",
+    "faster-whisper int8 batched + VAD": "batched",
+}
+VAD = {"chunking_strategy": "auto"}
 
 
 def script(*args: str) -> str:
@@ -100,16 +108,6 @@ class RssSampler(threading.Thread):
             except psutil.Error:
                 pass
             time.sleep(0.2)
-
-
-SERVER_ENV = {"HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1", "LOG_LEVEL": "warning"}
-BASELINE = "faster-whisper int8 sequential"
-FW_ROWS = {
-    BASELINE: "sequential",
-    "faster-whisper fp32 sequential": "fp32",
-    "faster-whisper int8 batched + VAD": "batched",
-}
-VAD = {"chunking_strategy": "auto"}
 
 
 def bench_server(
