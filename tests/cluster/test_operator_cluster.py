@@ -101,8 +101,17 @@ def test_spec_update_rolls_and_status_written_only_on_change(api, operator, name
         lambda: get_endpoint(api, namespace, "ep").get("status", {}).get("observedGeneration") == 1,
         what="observedGeneration 1",
     )
+
+    # The Deployment's own status settles after observedGeneration 1 (the controller fills in replicas and
+    # conditions, which the endpoint's status mirrors): wait until the endpoint stops changing for 2 s. An operator
+    # that rewrote its status on every resync would never settle, and this wait would fail.
+    def settled() -> str | None:
+        first = get_endpoint(api, namespace, "ep")["metadata"]["resourceVersion"]
+        time.sleep(2)
+        return first if get_endpoint(api, namespace, "ep")["metadata"]["resourceVersion"] == first else None
+
+    rv = wait_for(settled, what="the endpoint's status settled")
     # status is not rewritten while nothing changes (several resync periods)
-    rv = get_endpoint(api, namespace, "ep")["metadata"]["resourceVersion"]
     time.sleep(5)
     assert get_endpoint(api, namespace, "ep")["metadata"]["resourceVersion"] == rv
     patch_spec(api, namespace, "ep", {"dtype": "float32", "env": [{"name": "EXTRA", "value": "1"}]})
