@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -129,23 +129,25 @@ class CT2Engine(EngineText):
 
     # --- the worker thread ---
 
+    def _encode(self, items: list[Work], padding: Literal["features", "audio"] = "features") -> np.ndarray:
+        """Encoder outputs of the items' windows, one batch: [len(items), frames, width]."""
+        import ctranslate2
+
+        mels = np.stack([log_mel(w.samples, self._model.n_mels, padding=padding) for w in items])
+        return np.array(self._model.encode(ctranslate2.StorageView.from_array(mels), to_cpu=True))
+
     def _encoded(self, items: list[Work]) -> Any:
         import ctranslate2
 
         missing = [w for w in items if self._cache.get(w.samples) is None]
         if missing:
-            mels = np.stack([log_mel(w.samples, self._model.n_mels) for w in missing])
-            out = np.array(self._model.encode(ctranslate2.StorageView.from_array(mels), to_cpu=True))
-            for w, enc in zip(missing, out, strict=True):
+            for w, enc in zip(missing, self._encode(missing), strict=True):
                 self._cache.put(w.samples, enc)
         # an entry evicted since (the cache is smaller than a burst of windows) is encoded again, alone
         outputs = []
         for w in items:
             enc = self._cache.get(w.samples)
-            if enc is None:
-                mel = log_mel(w.samples, self._model.n_mels)[None]
-                enc = np.array(self._model.encode(ctranslate2.StorageView.from_array(mel), to_cpu=True))[0]
-            outputs.append(enc)
+            outputs.append(self._encode([w])[0] if enc is None else enc)
         return ctranslate2.StorageView.from_array(np.ascontiguousarray(np.stack(outputs)))
 
     def _detect(self, items: list[Work]) -> Sequence[Any]:
@@ -153,9 +155,8 @@ class CT2Engine(EngineText):
         fixture for Latin), so its encoding is its own, not the cached one the window's decoding uses."""
         import ctranslate2
 
-        mels = np.stack([log_mel(w.samples, self._model.n_mels, padding="audio") for w in items])
-        features = self._model.encode(ctranslate2.StorageView.from_array(mels), to_cpu=True)
-        return self._model.detect_language(features)
+        features = self._encode(items, padding="audio")
+        return self._model.detect_language(ctranslate2.StorageView.from_array(np.ascontiguousarray(features)))
 
     def _run_batch(self, key: BatchKey, items: list[Work]) -> Sequence[Any]:
         if key.kind == "detect":
